@@ -1,0 +1,1 @@
+"""facekit.utils"""
