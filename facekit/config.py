@@ -96,7 +96,7 @@ def _lookup(tree, dotted, filename):
 def _read_base_list(filename, text):
     """The ``_base_`` entry of a Python config, read without running the file."""
     try:
-        tree = ast.parse(text, filename=filename)
+        tree = ast.parse(_BASE_REF.sub('None', text), filename=filename)
     except SyntaxError as e:
         raise ConfigError(f'syntax error in config {filename}, line {e.lineno}: {e.msg}') from e
     for node in tree.body:
