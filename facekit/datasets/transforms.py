@@ -1,0 +1,248 @@
+"""Image transforms (TRANSFORMS registry), composable from config.
+
+A transform is a callable ``t(img) -> img`` on one sample. ``Compose`` chains them and
+carries the label through: ``Compose(cfgs)(img, label) -> (img, label)``.
+
+Images enter as HWC uint8 RGB (or encoded bytes, for ``DecodeImage``) and usually leave as
+CHW float32 in [-1, 1] for the model: ``[..., dict(type='Normalize'), dict(type='ToCHW')]``.
+
+Random transforms draw from a per-process generator (seeded from the OS the first time it
+is used in a process): data-loader worker processes forked from one parent therefore do
+not repeat each other's augmentations. Augmentation is not reproducible run to run; the
+sample order (shuffle) is, through the loader's seed.
+"""
+import os
+
+import cv2
+import numpy as np
+
+from ..registry import TRANSFORMS, build_from_cfg
+
+__all__ = ['Compose', 'DecodeImage', 'Resize', 'RandomHorizontalFlip', 'Normalize', 'ToCHW',
+           'RandomDownUpResize', 'RandomGaussianBlur', 'ColorJitter', 'RandomGrayscale']
+
+_RNG = {'pid': None, 'rng': None}
+
+
+def _rng():
+    """This process's augmentation generator (re-seeded after a fork)."""
+    pid = os.getpid()
+    if _RNG['pid'] != pid:
+        _RNG['pid'] = pid
+        _RNG['rng'] = np.random.default_rng()
+    return _RNG['rng']
+
+
+def _check_prob(prob, name):
+    prob = float(prob)
+    if not 0.0 <= prob <= 1.0:
+        raise ValueError(f'{name}: prob must be in [0, 1], got {prob}')
+    return prob
+
+
+class Compose:
+    """Chain of transforms built from configs (dicts) or given as callables.
+
+    Args:
+        transforms: list of ``dict(type=..., ...)`` for TRANSFORMS, or callables.
+    """
+
+    def __init__(self, transforms):
+        self.transforms = []
+        for t in transforms or []:
+            if isinstance(t, dict):
+                t = build_from_cfg(t, TRANSFORMS)
+            elif not callable(t):
+                raise TypeError(f'pipeline entries must be dicts or callables, got {type(t).__name__}: {t!r}')
+            self.transforms.append(t)
+
+    def __call__(self, img, label):
+        for t in self.transforms:
+            img = t(img)
+        return img, label
+
+    def __repr__(self):
+        return 'Compose([' + ', '.join(repr(t) for t in self.transforms) + '])'
+
+
+@TRANSFORMS.register_module()
+class DecodeImage:
+    """Encoded image bytes (JPEG/PNG...) -> HWC uint8 RGB. Arrays pass through unchanged.
+
+    Raises ValueError when OpenCV cannot decode the bytes.
+    """
+
+    def __call__(self, img):
+        if isinstance(img, np.ndarray) and img.ndim == 3:
+            return img
+        buf = np.frombuffer(bytes(img), dtype=np.uint8)
+        bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise ValueError(f'DecodeImage: OpenCV could not decode {len(buf)} bytes '
+                             f'(starts with {bytes(buf[:8])!r})')
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+    def __repr__(self):
+        return 'DecodeImage()'
+
+
+@TRANSFORMS.register_module()
+class Resize:
+    """Resize HWC uint8 to ``size`` = (height, width) (an int means square); no-op if equal.
+
+    Args:
+        size: target (H, W) in pixels.
+        interpolation: 'linear', 'area', 'cubic' or 'nearest'.
+    """
+    _INTERP = {'linear': cv2.INTER_LINEAR, 'area': cv2.INTER_AREA,
+               'cubic': cv2.INTER_CUBIC, 'nearest': cv2.INTER_NEAREST}
+
+    def __init__(self, size=112, interpolation='linear'):
+        self.size = (int(size), int(size)) if np.isscalar(size) else (int(size[0]), int(size[1]))
+        if interpolation not in self._INTERP:
+            raise ValueError(f'Resize: interpolation must be one of {sorted(self._INTERP)}, got {interpolation!r}')
+        self.interpolation = interpolation
+
+    def __call__(self, img):
+        if img.shape[:2] == self.size:
+            return img
+        return cv2.resize(img, (self.size[1], self.size[0]), interpolation=self._INTERP[self.interpolation])
+
+    def __repr__(self):
+        return f'Resize(size={self.size}, interpolation={self.interpolation!r})'
+
+
+@TRANSFORMS.register_module()
+class RandomHorizontalFlip:
+    """Mirror HWC images left-right with probability ``prob``."""
+
+    def __init__(self, prob=0.5):
+        self.prob = _check_prob(prob, 'RandomHorizontalFlip')
+
+    def __call__(self, img):
+        if _rng().random() < self.prob:
+            return np.ascontiguousarray(img[:, ::-1])
+        return img
+
+    def __repr__(self):
+        return f'RandomHorizontalFlip(prob={self.prob})'
+
+
+@TRANSFORMS.register_module()
+class Normalize:
+    """HWC uint8 -> float32 ``(x / 255 - mean) / std``; defaults give [-1, 1] (x/255-0.5)/0.5."""
+
+    def __init__(self, mean=0.5, std=0.5):
+        self.mean = np.float32(mean)
+        self.std = np.float32(std)
+        if np.any(self.std == 0):
+            raise ValueError('Normalize: std must be non-zero')
+
+    def __call__(self, img):
+        return (img.astype(np.float32) * np.float32(1.0 / 255.0) - self.mean) / self.std
+
+    def __repr__(self):
+        return f'Normalize(mean={self.mean}, std={self.std})'
+
+
+@TRANSFORMS.register_module()
+class ToCHW:
+    """HWC -> CHW (contiguous), dtype unchanged."""
+
+    def __call__(self, img):
+        if img.ndim != 3:
+            raise ValueError(f'ToCHW expects an HWC image, got shape {img.shape}')
+        return np.ascontiguousarray(img.transpose(2, 0, 1))
+
+    def __repr__(self):
+        return 'ToCHW()'
+
+
+@TRANSFORMS.register_module()
+class RandomDownUpResize:
+    """With probability ``prob`` shrink to a random side in ``min_size..H`` and scale back.
+
+    Simulates low-resolution captures (the field's "random down-resize" augmentation).
+    """
+
+    def __init__(self, prob=0.2, min_size=28):
+        self.prob = _check_prob(prob, 'RandomDownUpResize')
+        self.min_size = int(min_size)
+
+    def __call__(self, img):
+        rng = _rng()
+        if rng.random() >= self.prob:
+            return img
+        h, w = img.shape[:2]
+        side = int(rng.integers(min(self.min_size, h), h + 1))
+        small = cv2.resize(img, (max(1, side * w // h), side), interpolation=cv2.INTER_AREA)
+        return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+
+    def __repr__(self):
+        return f'RandomDownUpResize(prob={self.prob}, min_size={self.min_size})'
+
+
+@TRANSFORMS.register_module()
+class RandomGaussianBlur:
+    """With probability ``prob`` blur with a Gaussian of std uniform in ``sigma`` (pixels)."""
+
+    def __init__(self, prob=0.2, sigma=(0.5, 2.0)):
+        self.prob = _check_prob(prob, 'RandomGaussianBlur')
+        self.sigma = (float(sigma[0]), float(sigma[1]))
+
+    def __call__(self, img):
+        rng = _rng()
+        if rng.random() >= self.prob:
+            return img
+        return cv2.GaussianBlur(img, (0, 0), sigmaX=rng.uniform(*self.sigma))
+
+    def __repr__(self):
+        return f'RandomGaussianBlur(prob={self.prob}, sigma={self.sigma})'
+
+
+@TRANSFORMS.register_module()
+class ColorJitter:
+    """With probability ``prob`` scale brightness, contrast and saturation of HWC uint8 RGB.
+
+    Each factor is uniform in [1 - x, 1 + x]; x = 0 disables that component.
+    """
+
+    def __init__(self, prob=0.5, brightness=0.2, contrast=0.2, saturation=0.2):
+        self.prob = _check_prob(prob, 'ColorJitter')
+        self.brightness, self.contrast, self.saturation = float(brightness), float(contrast), float(saturation)
+
+    def __call__(self, img):
+        rng = _rng()
+        if rng.random() >= self.prob:
+            return img
+        x = img.astype(np.float32)
+        if self.brightness:
+            x *= rng.uniform(1 - self.brightness, 1 + self.brightness)
+        if self.contrast:
+            mean = x.mean()
+            x = (x - mean) * rng.uniform(1 - self.contrast, 1 + self.contrast) + mean
+        if self.saturation:
+            grey = x @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+            x = (x - grey[..., None]) * rng.uniform(1 - self.saturation, 1 + self.saturation) + grey[..., None]
+        return np.clip(x + 0.5, 0, 255).astype(np.uint8)
+
+    def __repr__(self):
+        return (f'ColorJitter(prob={self.prob}, brightness={self.brightness}, '
+                f'contrast={self.contrast}, saturation={self.saturation})')
+
+
+@TRANSFORMS.register_module()
+class RandomGrayscale:
+    """With probability ``prob`` replace RGB by its luma (ITU-R 601) in all three channels."""
+
+    def __init__(self, prob=0.1):
+        self.prob = _check_prob(prob, 'RandomGrayscale')
+
+    def __call__(self, img):
+        if _rng().random() >= self.prob:
+            return img
+        grey = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+
+    def __repr__(self):
+        return f'RandomGrayscale(prob={self.prob})'
