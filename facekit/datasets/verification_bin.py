@@ -76,6 +76,13 @@ def _reconstruct(subtype, shape, dtype):
     return _ArrayStub()
 
 
+def _frombuffer(buf, dtype, shape, order='C'):
+    # numpy >= 1.16 pickles arrays at protocol 5 as _frombuffer(buffer, dtype, shape, order).
+    stub = _ArrayStub()
+    stub.state = (1, tuple(shape), dtype, order == 'F', bytes(buf) if isinstance(buf, (bytes, bytearray)) else buf)
+    return stub.to_array()
+
+
 def _numpy_scalar(dtype, raw=b''):
     if not isinstance(dtype, _DtypeStub):
         raise UnsafeFileError(f'numpy scalar of dtype {dtype!r} is not allowed')
@@ -124,6 +131,8 @@ _SAFE_GLOBALS[('_codecs', 'encode')] = _codecs_encode
 for _mod in ('numpy.core.multiarray', 'numpy._core.multiarray'):
     _SAFE_GLOBALS[(_mod, '_reconstruct')] = _reconstruct
     _SAFE_GLOBALS[(_mod, 'scalar')] = _numpy_scalar
+for _mod in ('numpy.core.numeric', 'numpy._core.numeric'):
+    _SAFE_GLOBALS[(_mod, '_frombuffer')] = _frombuffer
 _SAFE_GLOBALS[('numpy', 'ndarray')] = _NDARRAY_MARK
 _SAFE_GLOBALS[('numpy', 'dtype')] = _DtypeStub
 
