@@ -1,0 +1,205 @@
+"""Face embeddings from images: ``FaceEmbedder`` (build once, call many times) and ``infer()``.
+
+    >>> emb = FaceEmbedder('configs/arcface/r50_casia.py', 'work_dirs/r50_casia/latest.ckpt')
+    >>> feats = emb.embed(['a.jpg', 'b.jpg'])          # (2, 512) float32, L2-normalized
+    >>> emb.compare('a.jpg', 'b.jpg')                   # cosine similarity in [-1, 1]
+"""
+import numpy as np
+
+from .alignment import align_face
+from .images import collect_images, normalize_batch
+from .model_loading import backbone_cfg_from_config, build_backbone
+
+_EPS = 1e-12
+
+
+def l2_normalize(x, axis=-1):
+    """``x / sqrt(sum(x^2) + eps)`` along ``axis`` (by hand: never ``ops.L2Normalize``, see DESIGN.md)."""
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.sqrt(np.sum(x * x, axis=axis, keepdims=True) + _EPS)
+
+
+def _chunk_sizes(n, batch_size):
+    """Split n images into chunks of ``batch_size``; the tail is padded up to a power of two so a
+    compiled graph (one per input shape) is reused: at most log2(batch_size) + 1 shapes ever."""
+    out = []
+    start = 0
+    while start < n:
+        real = min(batch_size, n - start)
+        padded = batch_size if real == batch_size else min(batch_size, 1 << (real - 1).bit_length())
+        out.append((start, real, padded))
+        start += real
+    return out
+
+
+class FaceEmbedder:
+    """A backbone loaded once, turning face images into embeddings.
+
+    Args:
+        config: config file path, ``Config`` or dict (full experiment or bare backbone dict).
+        checkpoint: ``.ckpt`` path (a FaceRecognizer checkpoint or a bare backbone one), or None
+            for random weights (a warning; for tests and benchmarks only).
+        device_target: 'CPU' | 'GPU' | 'Ascend' | 'auto'.
+        batch_size: images per forward pass.
+        flip: default for ``embed(flip=...)``: add the horizontally flipped image's embedding
+            before normalizing (the verification protocol's "flip test").
+        mode: MindSpore execution mode, 'graph' (compiled, fast) or 'pynative'.
+    Note: this configures MindSpore's global context (device, mode) through ``setup_runtime``.
+    """
+
+    def __init__(self, config, checkpoint=None, device_target='auto', batch_size=64, flip=False, mode='graph'):
+        from ..utils.runtime import setup_runtime
+        if int(batch_size) < 1:
+            raise ValueError(f'batch_size must be >= 1, got {batch_size}')
+        self.device_target = setup_runtime(device_target, mode=mode)
+        self.backbone_cfg = backbone_cfg_from_config(config)
+        self.backbone = build_backbone(self.backbone_cfg, checkpoint)
+        self.checkpoint = checkpoint
+        self.batch_size = int(batch_size)
+        self.flip = bool(flip)
+        self.image_size = int(self.backbone_cfg.get('input_size', 112))
+
+    def __repr__(self):
+        return (f"FaceEmbedder(backbone={self.backbone_cfg['type']!r}, checkpoint={self.checkpoint!r}, "
+                f'device={self.device_target}, batch_size={self.batch_size}, flip={self.flip})')
+
+    def forward(self, batch):
+        """Raw embeddings of a normalized batch.
+
+        Args:
+            batch: (N, 3, 112, 112) float32, ``(x / 255 - 0.5) / 0.5`` RGB.
+        Returns:
+            (N, E) float32, not normalized.
+        """
+        import mindspore as ms
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if batch.ndim != 4 or batch.shape[1] != 3:
+            raise ValueError(f'expected a (N, 3, H, W) float32 batch, got shape {batch.shape}')
+        outs = []
+        for start, real, padded in _chunk_sizes(batch.shape[0], self.batch_size):
+            chunk = batch[start:start + real]
+            if padded > real:
+                chunk = np.concatenate([chunk, np.zeros((padded - real,) + chunk.shape[1:], np.float32)])
+            outs.append(self.backbone(ms.Tensor(chunk)).asnumpy()[:real])
+        return np.concatenate(outs).astype(np.float32)
+
+    def prepare(self, images, color='rgb', landmarks=None):
+        """Turn inputs into the model batch: see ``embed``. Returns (N, 3, 112, 112) float32."""
+        _, arrays = collect_images(images, color=color)
+        if landmarks is not None:
+            landmarks = np.asarray(landmarks, dtype=np.float64).reshape(-1, 5, 2)
+            if len(landmarks) != len(arrays):
+                raise ValueError(f'got {len(landmarks)} landmark sets for {len(arrays)} images')
+            arrays = [align_face(img, lm, self.image_size) for img, lm in zip(arrays, landmarks)]
+        return normalize_batch(arrays, self.image_size)
+
+    def embed(self, images, color='rgb', flip=None, return_norms=False, landmarks=None):
+        """Embed faces.
+
+        Args:
+            images: an image path, a directory (its images sorted by name), an HWC uint8 array
+                (or NHWC batch), or a list mixing these. Files are decoded to RGB; arrays are in
+                the order given by ``color``. Inputs should be aligned 112x112 crops; others are
+                aligned with ``landmarks`` or else resized with a warning.
+            color: 'rgb' or 'bgr' channel order of array inputs (``cv2.imread`` gives 'bgr').
+            flip: add the horizontally flipped image's raw embedding before normalizing;
+                None uses the embedder's default.
+            return_norms: also return the raw embeddings' L2 norms (of the un-flipped image;
+                a quality signal, e.g. the protocol's XNorm).
+            landmarks: optional (N, 5, 2) pixel landmarks (x, y) per image for ``align_face``.
+        Returns:
+            (N, E) float32 L2-normalized embeddings, and (N,) float32 norms if ``return_norms``.
+        """
+        batch = self.prepare(images, color=color, landmarks=landmarks)
+        return self.embed_batch(batch, flip=flip, return_norms=return_norms)
+
+    def embed_batch(self, batch, flip=None, return_norms=False):
+        """``embed`` for an already normalized (N, 3, 112, 112) float32 batch."""
+        flip = self.flip if flip is None else bool(flip)
+        raw = self.forward(batch)
+        norms = np.sqrt(np.sum(raw * raw, axis=1)).astype(np.float32)
+        if flip:
+            raw = raw + self.forward(np.ascontiguousarray(batch[:, :, :, ::-1]))
+        emb = l2_normalize(raw)
+        return (emb, norms) if return_norms else emb
+
+    def compare(self, a, b, color='rgb', flip=None):
+        """Cosine similarity of faces ``a`` and ``b``.
+
+        Args:
+            a, b: single faces (path or HWC array) -> a float; or equally long lists / NHWC
+                batches -> (N,) float32 similarities of the pairs (a[i], b[i]).
+        Returns:
+            cosine similarity in [-1, 1] (for unit vectors squared distance = 2 - 2 * cos).
+        """
+        ea = self.embed(a, color=color, flip=flip)
+        eb = self.embed(b, color=color, flip=flip)
+        if ea.shape != eb.shape:
+            raise ValueError(f'compare needs the same number of faces on both sides: {len(ea)} vs {len(eb)}')
+        sims = np.sum(ea * eb, axis=1).astype(np.float32)
+        single = len(sims) == 1 and not isinstance(a, (list, tuple))
+        return float(sims[0]) if single else sims
+
+    def verify(self, a, b, threshold, color='rgb', flip=None):
+        """Same person? ``compare(a, b) >= threshold``.
+
+        Args:
+            threshold: cosine-similarity threshold, chosen on a verification set (the 10-fold
+                protocol's distance threshold t corresponds to similarity 1 - t / 2).
+        Returns:
+            (is_same, similarity): bool and float for single faces, (N,) arrays for lists.
+        """
+        sims = self.compare(a, b, color=color, flip=flip)
+        return (sims >= threshold), sims
+
+
+_INFER_CACHE = {}
+
+
+def _to_nchw_uint8_range(img):
+    """infer()'s input to (N, 3, 112, 112) float32 in 0..255, accepting CHW/NCHW (MindFace) or HWC/NHWC."""
+    if hasattr(img, 'asnumpy'):
+        img = img.asnumpy()
+    img = np.asarray(img)
+    if img.ndim == 3:
+        img = img[None]
+    if img.ndim != 4:
+        raise ValueError(f'infer: expected a CHW/NCHW or HWC/NHWC image array, got shape {img.shape}')
+    if img.shape[1] == 3 and img.shape[-1] != 3:
+        return img.astype(np.float32)
+    if img.shape[-1] == 3:
+        return img.transpose(0, 3, 1, 2).astype(np.float32)
+    raise ValueError(f'infer: cannot find the 3-channel axis in shape {img.shape} (want NCHW or NHWC)')
+
+
+def infer(img, backbone='iresnet50', num_features=512, pretrained=False, device_target='auto'):
+    """MindFace-compatible one-call inference: ``infer(img, backbone="vit_t", pretrained="x.ckpt")``.
+
+    Same contract as MindFace's ``mindface.recognition.infer``: ``img`` holds RGB pixel values
+    0..255 of aligned 112x112 faces, CHW or NCHW (HWC/NHWC and paths also accepted here), and the
+    result is the backbone's raw (un-normalized) ``(N, num_features)`` float32 embedding as a NumPy
+    array. The model is built once per (backbone, num_features, pretrained) and cached, so repeated
+    calls do not rebuild it; use ``FaceEmbedder`` for normalized embeddings, flip test and batching.
+
+    Args:
+        img: NumPy array or ``mindspore.Tensor`` (values 0..255), or an image path / list of paths.
+        backbone: registered backbone name (``iresnet50``, ``mobilefacenet``, ``vit_t`` ...).
+        num_features: embedding size.
+        pretrained: checkpoint path, or False for random weights.
+        device_target: 'CPU' | 'GPU' | 'Ascend' | 'auto'.
+    """
+    key = (backbone, int(num_features), pretrained or None, device_target)
+    embedder = _INFER_CACHE.get(key)
+    if embedder is None:
+        embedder = FaceEmbedder(dict(type=backbone, embedding_size=int(num_features)), pretrained or None,
+                                device_target=device_target)
+        _INFER_CACHE[key] = embedder
+    if isinstance(img, (str, list, tuple)):
+        batch = embedder.prepare(img)
+    else:
+        pixels = _to_nchw_uint8_range(img)
+        if pixels.shape[-2:] != (112, 112):
+            raise ValueError(f'infer: expected 112x112 aligned faces, got {pixels.shape[-2]}x{pixels.shape[-1]}; '
+                             'crop with facekit.apis.align_face first')
+        batch = (pixels / 255.0 - 0.5) / 0.5
+    return embedder.forward(batch)
