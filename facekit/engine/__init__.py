@@ -1,1 +1,11 @@
-"""facekit.engine"""
+"""facekit.engine: the training loop and what it is built from.
+
+Importing it fills the OPTIMIZERS, LR_SCHEDULES and HOOKS registries.
+"""
+from . import amp, dist, hooks, lr_schedules, optim  # noqa: F401
+from .amp import LossScaleConfig, apply_amp, parse_loss_scale  # noqa: F401
+from .hooks import CheckpointHook, EvalHook, Hook, LoggerHook, build_hooks  # noqa: F401
+from .lr_schedules import ConstantLR, CosineLR, MultiStepLR, PolyLR, build_lr_schedule  # noqa: F401
+from .optim import AdamW, SGD, build_optimizer, build_param_groups, get_lr, set_lr  # noqa: F401
+from .runner import NonFiniteLossError, Runner, find_latest_checkpoint  # noqa: F401
+from .train_step import TrainStep  # noqa: F401

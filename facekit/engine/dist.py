@@ -1,0 +1,83 @@
+"""Distributed setup: data parallel through MindSpore's collective communication.
+
+Launched by ``msrun`` (``tools/dist_train.sh``), each worker process sees ``MS_ROLE=MS_WORKER``
+and ``MS_WORKER_NUM``; ``init_dist`` then calls ``mindspore.communication.init()`` and sets
+data-parallel mode with gradient averaging. A plain ``python tools/train.py`` is rank 0 of 1.
+"""
+import os
+
+import numpy as np
+
+__all__ = ['launched_distributed', 'init_dist', 'get_rank', 'get_world_size', 'is_main_process',
+           'build_grad_reducer', 'all_reduce_mean', 'barrier']
+
+_STATE = {'initialized': False, 'rank': 0, 'world_size': 1}
+
+
+def launched_distributed():
+    """True inside a worker started by msrun (or another launcher that sets MindSpore's cluster env)."""
+    return os.environ.get('MS_ROLE') == 'MS_WORKER' and int(os.environ.get('MS_WORKER_NUM', '1')) > 1
+
+
+def init_dist(backend=None):
+    """Initialise communication and data-parallel context; return (rank, world_size).
+
+    Args:
+        backend: communication backend name for ``mindspore.communication.init``
+            (None: MindSpore's default for the device, e.g. gloo-like on CPU, NCCL on GPU, HCCL on Ascend).
+    """
+    if _STATE['initialized']:
+        return _STATE['rank'], _STATE['world_size']
+    if not launched_distributed():
+        _STATE.update(initialized=True, rank=0, world_size=1)
+        return 0, 1
+    import mindspore as ms
+    from mindspore.communication import get_group_size, get_rank as ms_get_rank, init
+    if backend:
+        init(backend)
+    else:
+        init()
+    rank, world = ms_get_rank(), get_group_size()
+    ms.reset_auto_parallel_context()
+    ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True,
+                                 device_num=world)
+    _STATE.update(initialized=True, rank=rank, world_size=world)
+    return rank, world
+
+
+def get_rank():
+    return _STATE['rank']
+
+
+def get_world_size():
+    return _STATE['world_size']
+
+
+def is_main_process():
+    return _STATE['rank'] == 0
+
+
+def build_grad_reducer(parameters):
+    """``nn.DistributedGradReducer`` averaging gradients over ranks, or None for one process."""
+    if _STATE['world_size'] <= 1:
+        return None
+    from mindspore import nn
+    return nn.DistributedGradReducer(parameters, mean=True, degree=_STATE['world_size'])
+
+
+def all_reduce_mean(values):
+    """Average a 1-d float array over ranks (host-side, for logging and metrics)."""
+    values = np.asarray(values, dtype=np.float32)
+    if _STATE['world_size'] <= 1:
+        return values
+    import mindspore as ms
+    from mindspore import ops
+    out = ops.AllReduce()(ms.Tensor(values)).asnumpy()
+    return out / _STATE['world_size']
+
+
+def barrier():
+    """Block until every rank reaches this point (no-op for one process)."""
+    if _STATE['world_size'] <= 1:
+        return
+    all_reduce_mean(np.zeros(1, np.float32))

@@ -1,0 +1,240 @@
+"""Training hooks (HOOKS registry): logging, checkpoints, evaluation during training.
+
+A hook overrides any of ``before_run``, ``before_train_epoch``, ``after_train_iter``,
+``after_train_epoch``, ``after_run``; each receives the Runner. ``runner.iter`` counts finished
+iterations and ``runner.epoch`` finished epochs, so ``after_train_iter`` sees ``iter >= 1``.
+"""
+import datetime
+import json
+import os
+import os.path as osp
+import sys
+import time
+
+from ..registry import HOOKS
+
+__all__ = ['Hook', 'LoggerHook', 'CheckpointHook', 'EvalHook', 'build_hooks']
+
+
+class Hook:
+    """Base hook: every stage is a no-op; ``priority`` orders hooks (lower runs first)."""
+    priority = 50
+
+    def before_run(self, runner):
+        """Called once before the first iteration (after resume)."""
+
+    def before_train_epoch(self, runner):
+        """Called before each epoch."""
+
+    def after_train_iter(self, runner):
+        """Called after each optimizer step; ``runner.last`` holds that step's record."""
+
+    def after_train_epoch(self, runner):
+        """Called after each epoch (``runner.epoch`` already counts it)."""
+
+    def after_run(self, runner):
+        """Called once after training ends."""
+
+
+def _every(count, interval):
+    return interval > 0 and count % interval == 0
+
+
+@HOOKS.register_module()
+class LoggerHook(Hook):
+    """Log every ``interval`` iterations to the console and ``work_dir/train.log`` (rank 0).
+
+    A line: epoch, iteration, lr, mean loss since the last line, samples/sec over all ranks,
+    mean data time and step time per iteration (s), ETA, loss scale and skipped (overflow) steps.
+    On a TTY a tqdm progress bar runs under the lines.
+
+    Args:
+        interval: iterations between lines.
+        progress_bar: show a bar when stdout is a TTY.
+    """
+    priority = 10
+
+    def __init__(self, interval=50, progress_bar=True):
+        self.interval = int(interval)
+        self.progress_bar = progress_bar
+        self._bar = None
+        self._reset()
+
+    def _reset(self):
+        self._loss_sum = 0.0
+        self._count = 0
+        self._data_time = 0.0
+        self._step_time = 0.0
+        self._t0 = time.perf_counter()
+
+    def before_run(self, runner):
+        self._reset()
+        self._start_iter = runner.iter
+        self._run_t0 = time.perf_counter()
+        if self.progress_bar and runner.rank == 0 and sys.stdout.isatty():
+            from tqdm import tqdm
+            self._bar = tqdm(total=runner.max_iters, initial=runner.iter, dynamic_ncols=True, leave=False)
+
+    def after_train_iter(self, runner):
+        rec = runner.last
+        if rec['finite_loss']:
+            self._loss_sum += rec['loss']
+            self._count += 1
+        self._data_time += rec['data_time']
+        self._step_time += rec['step_time']
+        if self._bar is not None:
+            self._bar.update(1)
+        done_in_epoch = runner.iter - runner.epoch * runner.iters_per_epoch
+        if not (_every(runner.iter, self.interval) or done_in_epoch == runner.iters_per_epoch
+                or runner.iter == runner.max_iters):
+            return
+        n_iters = max(1, runner.iter - self._last_logged(runner))
+        elapsed = time.perf_counter() - self._t0
+        samples_per_sec = n_iters * runner.global_batch_size / max(elapsed, 1e-9)
+        run_elapsed = time.perf_counter() - self._run_t0
+        done = runner.iter - self._start_iter
+        eta_s = run_elapsed / max(done, 1) * (runner.max_iters - runner.iter)
+        loss_avg = self._loss_sum / self._count if self._count else float('nan')
+        msg = (f'Epoch [{runner.epoch + 1}/{runner.max_epochs}][{done_in_epoch}/{runner.iters_per_epoch}] '
+               f'iter {runner.iter}/{runner.max_iters}  lr: {rec["lr"]:.4e}  loss: {loss_avg:.4f}  '
+               f'samples/s: {samples_per_sec:.1f}  data: {self._data_time / n_iters:.3f}s  '
+               f'step: {self._step_time / n_iters:.3f}s  eta: {datetime.timedelta(seconds=int(eta_s))}')
+        if runner.loss_scale_mode != 'none':
+            msg += f'  loss_scale: {rec["loss_scale"]:g}'
+        msg += f'  skipped: {runner.skipped_steps}'
+        runner.log(msg)
+        self._logged_at = runner.iter
+        self._reset()
+
+    def _last_logged(self, runner):
+        return getattr(self, '_logged_at', self._start_iter)
+
+    def after_run(self, runner):
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+@HOOKS.register_module()
+class CheckpointHook(Hook):
+    """Save the full training state every ``interval`` epochs (or iterations), keep the last K.
+
+    Files: ``work_dir/epoch_{E}.ckpt`` or ``iter_{I}.ckpt``, and ``work_dir/last_checkpoint``
+    (a text file naming the newest one, read by ``--resume auto``). Writes are atomic.
+
+    Args:
+        interval: epochs (``by_epoch``) or iterations between saves.
+        by_epoch: count ``interval`` in epochs.
+        max_keep_ckpts: keep only the newest K periodic checkpoints (<= 0 keeps all).
+        save_last: also save when training ends off the interval.
+    """
+    priority = 70
+
+    def __init__(self, interval=1, by_epoch=True, max_keep_ckpts=3, save_last=True):
+        self.interval = int(interval)
+        self.by_epoch = by_epoch
+        self.max_keep_ckpts = int(max_keep_ckpts)
+        self.save_last = save_last
+        self._saved = []
+        self._saved_iter = -1
+
+    def before_run(self, runner):
+        # Periodic checkpoints already in work_dir (a resumed run) count toward max_keep_ckpts.
+        self._saved = runner.list_checkpoints()
+        self._saved_iter = runner.iter if self._saved else -1
+
+    def _save(self, runner, name):
+        if runner.last and not runner.last['finite_loss']:
+            # Never replace a good checkpoint with the state of a diverging run.
+            runner.log(f'checkpoint {name} not written: the last loss was not finite')
+            return
+        path = osp.join(runner.work_dir, name)
+        runner.save_checkpoint(path)
+        self._saved_iter = runner.iter
+        if path in self._saved:
+            self._saved.remove(path)
+        self._saved.append(path)
+        if runner.rank == 0 and self.max_keep_ckpts > 0:
+            while len(self._saved) > self.max_keep_ckpts:
+                old = self._saved.pop(0)
+                for f in runner.checkpoint_files(old):
+                    if osp.exists(f):
+                        os.remove(f)
+
+    def after_train_iter(self, runner):
+        if not self.by_epoch and _every(runner.iter, self.interval):
+            self._save(runner, f'iter_{runner.iter}.ckpt')
+
+    def after_train_epoch(self, runner):
+        if self.by_epoch and _every(runner.epoch, self.interval):
+            self._save(runner, f'epoch_{runner.epoch}.ckpt')
+
+    def after_run(self, runner):
+        if not self.save_last or runner.iter == 0 or runner.stopped_on_nonfinite:
+            return
+        if self._saved_iter != runner.iter:
+            name = f'epoch_{runner.epoch}.ckpt' if self.by_epoch and runner.iter % runner.iters_per_epoch == 0 \
+                else f'iter_{runner.iter}.ckpt'
+            self._save(runner, name)
+
+
+@HOOKS.register_module()
+class EvalHook(Hook):
+    """Run the configured verification evaluators during training (rank 0).
+
+    After each evaluation one JSON line ``{"epoch", "iter", "<target>": {metrics}}`` is appended
+    to ``work_dir/metrics.jsonl``; when a target's accuracy improves, ``best_<target>.ckpt`` is
+    written (full state, like a periodic checkpoint).
+
+    Args:
+        interval: epochs (``by_epoch``) or iterations between evaluations (0: only at the end).
+        by_epoch: count ``interval`` in epochs.
+        save_best: keep ``best_<target>.ckpt`` per target.
+        metric: the metric compared for "best" (``accuracy``).
+    """
+    priority = 60
+
+    def __init__(self, interval=1, by_epoch=True, save_best=True, metric='accuracy'):
+        self.interval = int(interval)
+        self.by_epoch = by_epoch
+        self.save_best = save_best
+        self.metric = metric
+        self.best = {}
+
+    def _run(self, runner):
+        if not runner.evaluators or runner.last_eval_iter == runner.iter:
+            return
+        results = runner.evaluate()
+        if runner.rank != 0:
+            return
+        for target, metrics in results.items():
+            value = metrics.get(self.metric)
+            if value is None or not self.save_best:
+                continue
+            if value > self.best.get(target, float('-inf')):
+                self.best[target] = value
+                runner.save_checkpoint(osp.join(runner.work_dir, f'best_{target}.ckpt'))
+                runner.log(f'new best {target} {self.metric}={value:.5f} at iter {runner.iter}: '
+                           f'saved best_{target}.ckpt')
+
+    def after_train_iter(self, runner):
+        if not self.by_epoch and _every(runner.iter, self.interval):
+            self._run(runner)
+
+    def after_train_epoch(self, runner):
+        if self.by_epoch and _every(runner.epoch, self.interval):
+            self._run(runner)
+
+
+def append_metrics_line(path, record):
+    """Append one JSON object as a line to ``path`` (metrics.jsonl)."""
+    with open(path, 'a', encoding='utf-8') as f:
+        f.write(json.dumps(record, sort_keys=True) + '\n')
+
+
+def build_hooks(cfgs):
+    """Build hook configs (``dict(type='LoggerHook', interval=10)``) sorted by priority."""
+    hooks = []
+    for cfg in cfgs or []:
+        hooks.append(cfg if isinstance(cfg, Hook) else HOOKS.build(dict(cfg)))
+    return sorted(hooks, key=lambda h: h.priority)

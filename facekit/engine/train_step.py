@@ -1,0 +1,107 @@
+"""The compiled training step: loss, scaled gradients, all-reduce, overflow skip, clipping, update.
+
+``TrainStep`` is one ``nn.Cell``; in graph mode MindSpore compiles the whole step (forward,
+backward, gradient reduction, clipping and the optimizer update) into one graph.
+"""
+import numpy as np
+
+import mindspore as ms
+from mindspore import nn, ops
+from mindspore.amp import all_finite
+
+__all__ = ['TrainStep']
+
+_sq_masked = ops.MultitypeFuncGraph('sq_masked')
+_clip_masked = ops.MultitypeFuncGraph('clip_masked')
+_scale_grad = ops.MultitypeFuncGraph('scale_grad')
+
+
+@_sq_masked.register('Tensor', 'Tensor')
+def _sq_masked_fn(grad, mask):
+    return ops.reduce_sum(ops.square(grad.astype(ms.float32))) * mask
+
+
+@_clip_masked.register('Tensor', 'Tensor', 'Tensor')
+def _clip_masked_fn(factor, grad, mask):
+    # mask 1: clipped parameter (scaled by factor); mask 0: untouched.
+    mult = mask * factor + (1.0 - mask)
+    return grad * mult.astype(grad.dtype)
+
+
+@_scale_grad.register('Tensor', 'Tensor')
+def _scale_grad_fn(inv_scale, grad):
+    return grad * inv_scale.astype(grad.dtype)
+
+
+class TrainStep(nn.Cell):
+    """One optimizer step of ``model``.
+
+    Args:
+        model: cell with ``construct(img, label) -> scalar loss``.
+        optimizer: MindSpore optimizer over (a subset of) ``model``'s parameters.
+        loss_scale: ``LossScaleConfig`` (mode none/fixed/dynamic).
+        clip_grad_norm: max global L2 norm of the clipped gradients, or None for no clipping.
+        clip_prefixes: parameter-name prefixes whose gradients are clipped together
+            (default ``('backbone.',)``, as the reference clips only the backbone).
+        grad_reducer: cell averaging gradients across ranks (data parallel), or None.
+
+    ``construct(img, label)`` returns ``(loss, finite)``: the unscaled loss (float32 scalar) and
+    whether every gradient was finite (bool scalar; when False the update was skipped and a
+    dynamic scale was divided by its factor). The current scale is ``self.loss_scale``.
+    """
+
+    def __init__(self, model, optimizer, loss_scale, clip_grad_norm=None, clip_prefixes=('backbone.',),
+                 grad_reducer=None):
+        super().__init__(auto_prefix=False)
+        self.model = model
+        self.optimizer = optimizer
+        self.weights = optimizer.parameters
+        self.grad = ops.GradOperation(get_by_list=True, sens_param=True)
+        self.hyper_map = ops.HyperMap()
+        self.dynamic = loss_scale.mode == 'dynamic'
+        self.factor = float(loss_scale.factor)
+        self.window = int(loss_scale.window)
+        self.min_scale = float(loss_scale.min_scale)
+        # Parameters, so the scale and its clean-step counter survive in checkpoints and are
+        # updated inside the compiled graph.
+        self.loss_scale = ms.Parameter(ms.Tensor(np.float32(loss_scale.init_scale)), name='loss_scale',
+                                       requires_grad=False)
+        self.clean_steps = ms.Parameter(ms.Tensor(np.int32(0)), name='loss_scale_clean_steps',
+                                        requires_grad=False)
+        self.use_clip = clip_grad_norm is not None and clip_grad_norm > 0
+        self.clip_value = ms.Tensor(np.float32(clip_grad_norm if self.use_clip else 1.0))
+        prefixes = tuple(clip_prefixes or ())
+        self.clip_masks = tuple(
+            ms.Tensor(np.float32(1.0 if (not prefixes or p.name.startswith(prefixes)) else 0.0))
+            for p in self.weights)
+        self.clipped_names = [p.name for p, m in zip(self.weights, self.clip_masks) if float(m.asnumpy()) > 0]
+        self.grad_reducer = grad_reducer
+        self.use_reducer = grad_reducer is not None
+
+    def construct(self, img, label):
+        scale = self.loss_scale
+        loss = self.model(img, label)
+        sens = ops.fill(loss.dtype, loss.shape, 1.0) * scale.astype(loss.dtype)
+        grads = self.grad(self.model, self.weights)(img, label, sens)
+        if self.use_reducer:
+            grads = self.grad_reducer(grads)
+        grads = self.hyper_map(ops.partial(_scale_grad, 1.0 / scale), grads)
+        finite = all_finite(grads)
+        if self.use_clip:
+            sq = self.hyper_map(_sq_masked, grads, self.clip_masks)
+            norm = ops.sqrt(ops.addn(sq))
+            factor = self.clip_value / ops.maximum(norm, self.clip_value)
+            grads = self.hyper_map(ops.partial(_clip_masked, factor), grads, self.clip_masks)
+        if finite:
+            loss = ops.depend(loss, self.optimizer(grads))
+        if self.dynamic:
+            grown = self.clean_steps + 1
+            grow = grown >= self.window
+            new_scale = ops.select(finite,
+                                   ops.select(grow, scale * self.factor, scale),
+                                   ops.maximum(scale / self.factor, self.min_scale))
+            new_clean = ops.select(finite, ops.select(grow, ops.zeros_like(grown), grown),
+                                   ops.zeros_like(grown))
+            loss = ops.depend(loss, ops.assign(self.loss_scale, new_scale))
+            loss = ops.depend(loss, ops.assign(self.clean_steps, new_clean))
+        return loss.astype(ms.float32), finite
