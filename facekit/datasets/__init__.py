@@ -1,6 +1,11 @@
 """facekit.datasets: readers (RecordIO, image folders), synthetic identities, verification
 .bin files, transforms and the MindSpore data loader builder."""
 from . import transforms  # noqa: F401  (fills TRANSFORMS)
+from .builder import DEFAULT_TRAIN_PIPELINE, ShardedShuffleSampler, build_dataloader, build_dataset  # noqa: F401
+from .image_folder import ImageFolderDataset  # noqa: F401
+from .mx_face import MXFaceDataset  # noqa: F401
+from .recordio import (IndexedRecordIOReader, IndexedRecordIOWriter, IRHeader, RecordIOError,  # noqa: F401
+                       RecordIOReader, RecordIOWriter, pack, pack_img, unpack, unpack_img)
 from .synthetic import SyntheticIdentities  # noqa: F401
 from .verification_bin import (UnsafeFileError, load_bin, make_verification_bin,  # noqa: F401
                                raw_pixel_floor, save_bin)
