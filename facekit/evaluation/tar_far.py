@@ -1,0 +1,132 @@
+"""TAR at fixed FAR over all pair scores (IJB-B / IJB-C style), and template aggregation.
+
+Pure NumPy. The convention is the one of the IJB tables (insightface ``eval_ijbc.py``):
+
+- the ROC is sklearn's ``roc_curve(labels, scores)`` with its defaults: one point per distinct
+  score (tied scores move together), a point dropped when its steps to both neighbours are equal
+  (``drop_intermediate=True``), and a first point (0, 0) prepended;
+- TAR at FAR f is the TPR of the ROC point whose FPR is closest to f (``|fpr - f|`` minimal;
+  on equal distances the earliest point, i.e. the one with the higher threshold);
+- a FAR below ``1 / num_impostors`` cannot be measured on this pair set: it reports ``'n/a'``.
+
+Templates (IJB): every image feature is a flip-summed embedding; features of the same media
+(video) inside a template are averaged, the media features summed and the sum L2-normalized.
+Pair score = cosine similarity of the two template features.
+"""
+import numpy as np
+
+__all__ = ['roc_curve', 'tar_at_far', 'aggregate_templates', 'template_pair_scores',
+           'DEFAULT_FARS', 'NOT_AVAILABLE']
+
+DEFAULT_FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+NOT_AVAILABLE = 'n/a'
+
+
+def roc_curve(scores, labels, drop_intermediate=True):
+    """ROC of "same if score >= t" over all distinct scores, as sklearn's ``roc_curve``.
+
+    Args:
+        scores: (N,) similarity, higher = more likely genuine.
+        labels: (N,) bool or 0/1, True for genuine pairs.
+        drop_intermediate: drop a point whose step from the previous point equals its step to
+            the next one (equal second differences, sklearn's default).
+    Returns: ``fpr, tpr, thresholds`` float64 arrays; the first point is (0, 0) at threshold +inf.
+    """
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    labels = np.asarray(labels).ravel().astype(bool)
+    if scores.shape != labels.shape:
+        raise ValueError(f'scores and labels differ in length: {scores.size} vs {labels.size}')
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError(f'an ROC needs both classes; got {n_pos} genuine and {n_neg} impostor pairs')
+    if not np.all(np.isfinite(scores)):
+        raise ValueError('scores contain NaN or inf')
+    order = np.argsort(scores, kind='mergesort')[::-1]
+    s, y = scores[order], labels[order]
+    last_of_run = np.r_[np.nonzero(np.diff(s))[0], s.size - 1]
+    tps = np.cumsum(y, dtype=np.int64)[last_of_run]
+    fps = (last_of_run + 1) - tps
+    thr = s[last_of_run]
+    if drop_intermediate and fps.size > 2:
+        keep = np.r_[True, np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), True]
+        fps, tps, thr = fps[keep], tps[keep], thr[keep]
+    fps = np.r_[0, fps]
+    tps = np.r_[0, tps]
+    thr = np.r_[np.inf, thr]
+    return fps / float(n_neg), tps / float(n_pos), thr
+
+
+def tar_at_far(scores, labels, fars=DEFAULT_FARS):
+    """TAR at each FAR by the closest-FPR rule of the IJB tables.
+
+    Args:
+        scores: (N,) similarity, higher = more likely genuine.
+        labels: (N,) bool, True for genuine pairs.
+        fars: FAR targets.
+    Returns: dict ``{far: tar}`` in the order of ``fars``; ``tar`` is a float in [0, 1], or
+    ``'n/a'`` when ``far < 1 / num_impostors`` (the pair set has too few impostors to measure it).
+    """
+    fpr, tpr, _ = roc_curve(scores, labels)
+    n_neg = int(np.sum(~np.asarray(labels).astype(bool)))
+    out = {}
+    for far in fars:
+        far = float(far)
+        if n_neg == 0 or far < 1.0 / n_neg:
+            out[far] = NOT_AVAILABLE
+            continue
+        # argmin returns the first index among equal distances, as min() over (diff, index) does
+        out[far] = float(tpr[int(np.argmin(np.abs(fpr - far)))])
+    return out
+
+
+def aggregate_templates(features, templates, medias, normalize_images=False, weights=None):
+    """Template features from image features (IJB protocol).
+
+    Args:
+        features: (N, E) per-image features (flip-summed raw embeddings).
+        templates: (N,) template id of each image.
+        medias: (N,) media (photo or video) id of each image.
+        normalize_images: L2-normalize each image feature first (drops the norm as quality cue;
+            the IJB reference keeps it, ``use_norm_score=True``).
+        weights: optional (N,) per-image weight (detector face score), applied after normalization.
+    Returns: ``(template_features (T, E) float32 L2-normalized, unique_templates (T,))``;
+    images of one media in a template are averaged, the media features are summed.
+    """
+    features = np.asarray(features, dtype=np.float64)
+    templates = np.asarray(templates)
+    medias = np.asarray(medias)
+    if not (features.shape[0] == templates.shape[0] == medias.shape[0]):
+        raise ValueError(f'features ({features.shape[0]}), templates ({templates.shape[0]}) and medias '
+                         f'({medias.shape[0]}) must have one row per image')
+    if normalize_images:
+        features = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+    if weights is not None:
+        features = features * np.asarray(weights, dtype=np.float64)[:, None]
+    unique_templates, t_index = np.unique(templates, return_inverse=True)
+    out = np.zeros((unique_templates.size, features.shape[1]), dtype=np.float64)
+    # group by (template, media) once instead of a Python loop over templates
+    tm = np.stack([t_index, np.unique(medias, return_inverse=True)[1]], axis=1)
+    groups, g_index, g_count = np.unique(tm, axis=0, return_inverse=True, return_counts=True)
+    g_index = g_index.ravel()
+    media_sum = np.zeros((groups.shape[0], features.shape[1]), dtype=np.float64)
+    np.add.at(media_sum, g_index, features)
+    media_mean = media_sum / g_count[:, None]
+    np.add.at(out, groups[:, 0], media_mean)
+    norms = np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+    return (out / norms).astype(np.float32), unique_templates
+
+
+def template_pair_scores(template_features, unique_templates, t1, t2, chunk=100000):
+    """Cosine score of each template pair. (T, E) normalized features; t1, t2 (P,) ids -> (P,) float32."""
+    lookup = {t: i for i, t in enumerate(np.asarray(unique_templates).tolist())}
+    try:
+        i1 = np.array([lookup[t] for t in np.asarray(t1).tolist()], dtype=np.int64)
+        i2 = np.array([lookup[t] for t in np.asarray(t2).tolist()], dtype=np.int64)
+    except KeyError as e:
+        raise KeyError(f'template {e.args[0]!r} of the pair list has no image in the face list') from None
+    scores = np.empty(i1.size, dtype=np.float32)
+    for s in range(0, i1.size, chunk):
+        a = template_features[i1[s:s + chunk]]
+        b = template_features[i2[s:s + chunk]]
+        scores[s:s + chunk] = np.sum(a * b, axis=1)
+    return scores
