@@ -53,6 +53,10 @@ class ShardedShuffleSampler:
         order = np.concatenate([order, order[:total - n]]) if total > n else order
         return order[self.rank::self.world_size]
 
+    def set_epoch(self, epoch):
+        """Make the next pass use ``epoch``'s order (e.g. when resuming at that epoch)."""
+        self.epoch = int(epoch)
+
     def __iter__(self):
         idx = self.indices(self.epoch)
         self.epoch += 1
@@ -124,6 +128,10 @@ def build_dataloader(cfg, rank=0, world_size=1):
     kwargs = dict(column_names=['img', 'label'], sampler=sampler, num_parallel_workers=workers,
                   python_multiprocessing=multiproc and workers > 1)
     loader = msds.GeneratorDataset(_Source(dataset), **kwargs)
+    # GeneratorDataset's validators iterate the sampler while checking it; restart the
+    # epoch count so the first real pass is epoch 0 (MindSpore then calls __iter__ once
+    # per pass).
+    sampler.set_epoch(0)
     loader = loader.batch(batch_size, drop_remainder=drop)
     loader.facekit_dataset = dataset
     loader.facekit_sampler = sampler
