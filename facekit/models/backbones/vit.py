@@ -1,0 +1,219 @@
+"""Vision Transformer for face recognition (insightface arcface_torch's ViT).
+
+Dosovitskiy et al., "An Image is Worth 16x16 Words", ICLR 2021, as adapted for faces by
+insightface: 9x9 patches (144 tokens for 112x112, no CLS token), learned position embedding,
+pre-norm blocks with 8-head attention (no qkv bias) and a ReLU6 MLP of ratio 4; the head is
+LayerNorm -> flatten(144*dim) -> Linear(dim) -> BN1d -> Linear(embedding) -> BN1d. Training
+options: stochastic depth (``drop_path_rate``), random token masking (``mask_ratio``: a random
+``mask_ratio`` share of tokens skips the transformer and is replaced by a learned mask token
+before the head, as in arcface_torch), and per-block recomputation (``use_recompute``).
+"""
+import numpy as np
+from mindspore import Parameter, Tensor, nn, ops
+from mindspore.common.initializer import Normal, TruncatedNormal, initializer
+
+from ...registry import BACKBONES
+from .layers import DropPath, torch_conv_default_init
+
+__all__ = ['VisionTransformer', 'vit_t', 'vit_s', 'vit_b', 'vit_l']
+
+
+def _dense(in_c, out_c, has_bias=True):
+    # Reference init: truncated normal std 0.02, zero bias.
+    return nn.Dense(in_c, out_c, has_bias=has_bias, weight_init=TruncatedNormal(0.02), bias_init='zeros')
+
+
+class Attention(nn.Cell):
+    """Multi-head self-attention on (B, N, D) tokens.
+
+    Args:
+        dim: token width D.
+        num_heads: attention heads (D must divide evenly).
+        qkv_bias: bias on the fused qkv projection.
+        attn_drop: dropout on the attention weights.
+        proj_drop: dropout after the output projection.
+    """
+
+    def __init__(self, dim, num_heads=8, qkv_bias=False, attn_drop=0.0, proj_drop=0.0):
+        super().__init__()
+        if dim % num_heads != 0:
+            raise ValueError(f'Attention dim {dim} is not divisible by num_heads {num_heads}')
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim ** -0.5
+        self.qkv = _dense(dim, dim * 3, has_bias=qkv_bias)
+        self.proj = _dense(dim, dim)
+        self.attn_drop = nn.Dropout(p=attn_drop) if attn_drop > 0 else None
+        self.proj_drop = nn.Dropout(p=proj_drop) if proj_drop > 0 else None
+        self.batch_matmul_qk = ops.BatchMatMul(transpose_b=True)
+        self.batch_matmul_av = ops.BatchMatMul()
+
+    def construct(self, x):
+        b, n, d = x.shape
+        # One transpose of the fused qkv gives q, k, v as (B, H, N, hd) slices; the scale is folded
+        # into q (N*hd multiplies) rather than the (N, N) scores.
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).transpose(2, 0, 3, 1, 4)
+        q, k, v = qkv[0] * self.scale, qkv[1], qkv[2]
+        attn = ops.softmax(self.batch_matmul_qk(q, k), axis=-1)
+        if self.attn_drop is not None:
+            attn = self.attn_drop(attn)
+        out = self.batch_matmul_av(attn, v).transpose(0, 2, 1, 3).reshape(b, n, d)
+        out = self.proj(out)
+        if self.proj_drop is not None:
+            out = self.proj_drop(out)
+        return out
+
+
+class Mlp(nn.Cell):
+    """Linear(dim, hidden) -> ReLU6 -> Linear(hidden, dim)."""
+
+    def __init__(self, dim, hidden, drop=0.0):
+        super().__init__()
+        self.fc1 = _dense(dim, hidden)
+        self.act = nn.ReLU6()
+        self.fc2 = _dense(hidden, dim)
+        self.drop = nn.Dropout(p=drop) if drop > 0 else None
+
+    def construct(self, x):
+        x = self.act(self.fc1(x))
+        if self.drop is not None:
+            x = self.drop(x)
+        x = self.fc2(x)
+        if self.drop is not None:
+            x = self.drop(x)
+        return x
+
+
+class Block(nn.Cell):
+    """Pre-norm transformer block: x + DropPath(Attn(LN(x))), then x + DropPath(MLP(LN(x)))."""
+
+    def __init__(self, dim, num_heads, mlp_ratio=4.0, qkv_bias=False, drop=0.0, attn_drop=0.0,
+                 drop_path=0.0, ln_eps=1e-5):
+        super().__init__()
+        self.norm1 = nn.LayerNorm((dim,), epsilon=ln_eps)
+        self.attn = Attention(dim, num_heads, qkv_bias, attn_drop, drop)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else None
+        self.norm2 = nn.LayerNorm((dim,), epsilon=ln_eps)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
+
+    def construct(self, x):
+        if self.drop_path is None:
+            x = x + self.attn(self.norm1(x))
+            return x + self.mlp(self.norm2(x))
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+@BACKBONES.register_module()
+class VisionTransformer(nn.Cell):
+    """ViT backbone: (B, 3, img_size, img_size) float32 -> (B, embedding_size) float32 (un-normalized).
+
+    Args:
+        img_size: input height/width in pixels.
+        patch_size: patch side; 112/9 -> 12x12 = 144 tokens (the border pixels a stride-9 conv skips
+            are dropped, as in the reference).
+        embedding_size: output embedding dimension.
+        embed_dim: token width.
+        depth: number of transformer blocks.
+        num_heads: attention heads.
+        mlp_ratio: MLP hidden width / embed_dim.
+        qkv_bias: bias on the qkv projection (reference: False).
+        drop_rate: dropout after attention projection and in the MLP.
+        attn_drop_rate: dropout on attention weights.
+        drop_path_rate: stochastic-depth rate of the last block (linear from 0 over depth).
+        mask_ratio: share of tokens randomly masked in training (reference 0.1); 0 disables; eval never masks.
+        use_recompute: recompute each block's activations in the backward pass (saves memory, ~1/3 more compute).
+    """
+
+    def __init__(self, img_size=112, patch_size=9, embedding_size=512, embed_dim=256, depth=12, num_heads=8,
+                 mlp_ratio=4.0, qkv_bias=False, drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0,
+                 mask_ratio=0.0, use_recompute=False):
+        super().__init__()
+        if not 0.0 <= mask_ratio < 1.0:
+            raise ValueError(f'VisionTransformer mask_ratio must be in [0, 1), got {mask_ratio}')
+        grid = img_size // patch_size
+        self.num_patches = grid * grid
+        self.embed_dim = embed_dim
+        self.embedding_size = embedding_size
+        self.patch_embed = nn.Conv2d(3, embed_dim, patch_size, stride=patch_size, pad_mode='valid', has_bias=True)
+        torch_conv_default_init(self.patch_embed)
+        self.pos_embed = Parameter(initializer(TruncatedNormal(0.02), (1, self.num_patches, embed_dim)),
+                                   name='pos_embed')
+        self.pos_drop = nn.Dropout(p=drop_rate) if drop_rate > 0 else None
+        self.mask_ratio = float(mask_ratio)
+        self.len_keep = int(self.num_patches * (1 - self.mask_ratio))
+        self.mask_token = Parameter(initializer(Normal(0.02), (1, 1, embed_dim)), name='mask_token')
+        dpr = np.linspace(0, drop_path_rate, depth) if depth > 1 else np.array([drop_path_rate])
+        self.blocks = nn.CellList([
+            Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, float(dpr[i]))
+            for i in range(depth)])
+        if use_recompute:
+            for blk in self.blocks:
+                blk.recompute()
+        self.norm = nn.LayerNorm((embed_dim,), epsilon=1e-5)
+        self.feature = nn.SequentialCell(
+            _dense(embed_dim * self.num_patches, embed_dim, has_bias=False),
+            nn.BatchNorm1d(embed_dim, eps=2e-5, momentum=0.9),
+            _dense(embed_dim, embedding_size, has_bias=False),
+            nn.BatchNorm1d(embedding_size, eps=2e-5, momentum=0.9))
+
+    def random_masking(self, x):
+        """Keep a random ``len_keep`` of the N tokens per sample.
+
+        Args:
+            x: (B, N, D) tokens.
+        Returns: (kept (B, len_keep, D), ids_restore (B, N) int32: position of each original token
+            in the shuffled order).
+        """
+        b, n, _ = x.shape
+        noise = ops.rand((b, n), dtype=x.dtype)
+        _, ids_shuffle = ops.sort(noise, axis=1)
+        _, ids_restore = ops.sort(ids_shuffle.astype(x.dtype), axis=1)
+        ids_keep = ids_shuffle[:, :self.len_keep]
+        return ops.gather(x, ids_keep, 1, batch_dims=1), ids_restore
+
+    def construct(self, x):
+        b = x.shape[0]
+        x = self.patch_embed(x)                                  # (B, D, 12, 12)
+        x = x.reshape(b, self.embed_dim, self.num_patches).transpose(0, 2, 1)  # (B, N, D)
+        x = x + self.pos_embed
+        if self.pos_drop is not None:
+            x = self.pos_drop(x)
+        if self.training and self.mask_ratio > 0:
+            x = self._masked_blocks(x)
+        else:
+            x = self.norm(self._blocks(x))
+        return self.feature(x.reshape(b, self.num_patches * self.embed_dim))
+
+    def _blocks(self, x):
+        for blk in self.blocks:
+            x = blk(x)
+        return x
+
+    def _masked_blocks(self, x):
+        """Run the blocks on a random ``len_keep`` of the tokens; put mask tokens back after the norm."""
+        b = x.shape[0]
+        kept, ids_restore = self.random_masking(x)
+        kept = self.norm(self._blocks(kept))
+        mask_tokens = ops.broadcast_to(self.mask_token.astype(kept.dtype),
+                                       (b, self.num_patches - self.len_keep, self.embed_dim))
+        return ops.gather(ops.concat((kept, mask_tokens), 1), ids_restore, 1, batch_dims=1)
+
+
+def _variant(name, embed_dim, depth, recompute):
+    def build(embedding_size=512, drop_path_rate=0.1, mask_ratio=0.1, use_recompute=recompute, **kwargs):
+        return VisionTransformer(embedding_size=embedding_size, embed_dim=embed_dim, depth=depth, num_heads=8,
+                                 patch_size=9, drop_path_rate=drop_path_rate, mask_ratio=mask_ratio,
+                                 use_recompute=use_recompute, **kwargs)
+    build.__name__ = name
+    build.__qualname__ = name
+    build.__doc__ = (f'{name}: width {embed_dim}, depth {depth}, 8 heads, patch 9; reference training options '
+                     f'drop_path_rate=0.1, mask_ratio=0.1, use_recompute={recompute}. Other keyword arguments '
+                     f'go to ``VisionTransformer``.')
+    return BACKBONES.register_module(name=name)(build)
+
+
+vit_t = _variant('vit_t', 256, 12, False)
+vit_s = _variant('vit_s', 512, 12, False)
+vit_b = _variant('vit_b', 512, 24, True)
+vit_l = _variant('vit_l', 768, 24, True)

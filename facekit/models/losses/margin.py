@@ -1,0 +1,177 @@
+"""Margin-based softmax losses on cosine logits: the combined margin family.
+
+All take cosine logits ``cos(theta)`` (B, C) in [-1, 1] from a normalized head, labels (B,) int32
+in logit space (-1 = the class lives on another PartialFC rank), change the target logit by a
+margin, scale by ``s`` and apply softmax cross-entropy. The margin is applied with gradient (no
+straight-through trick).
+"""
+import math
+
+from mindspore import nn, ops
+
+from ...registry import LOSSES
+from .cross_entropy import SoftmaxCrossEntropy, one_hot
+
+__all__ = ['MarginSoftmaxLoss', 'combined_margin', 'CombinedMarginLoss', 'ArcFaceLoss', 'CosFaceLoss',
+           'SphereFaceLoss']
+
+# Keeps acos and sqrt away from |cos| = 1, where their derivatives are infinite.
+_COS_EPS = 1e-7
+
+
+def combined_margin(cos_y, m1=1.0, m2=0.5, m3=0.0, easy_margin=False):
+    """Target logit after the combined margin, ``cos(m1*theta + m2) - m3`` with theta = acos(cos_y).
+
+    Where ``m1*theta + m2`` would pass pi the function stops decreasing in theta, which would
+    reward the wrong direction, so beyond ``theta_th = (pi - m2) / m1`` a fallback is used:
+
+    * m1 == 1 (ArcFace-type): ``cos(theta) - m2*sin(m2) - m3`` where ``cos(theta) <= cos(pi - m2)``,
+      the classic fallback of the ArcFace reference (a first-order step; it drops 0.12 below the
+      margin curve at the threshold for m2 = 0.5);
+    * m1 != 1: ``cos(theta) - cos(theta_th) - 1 - m3``, the curve shifted to meet the margin curve at
+      ``theta_th`` (value ``-1 - m3``), so it stays continuous and decreasing.
+
+    ``easy_margin`` keeps ``cos(theta)`` unchanged where ``cos(theta) <= 0`` (margin only on positive cosines).
+
+    Args:
+        cos_y: (B,) or (B, 1) target cosines, float.
+        m1: multiplicative angular margin (SphereFace), > 0.
+        m2: additive angular margin (ArcFace), radians, >= 0.
+        m3: additive cosine margin (CosFace).
+        easy_margin: see above.
+    Returns: tensor shaped like ``cos_y``.
+    """
+    if m1 == 1.0 and m2 == 0.0:
+        return cos_y - m3
+    c = ops.clamp(cos_y, -1.0 + _COS_EPS, 1.0 - _COS_EPS)
+    if m1 == 1.0:
+        # cos(theta + m) = c cos m - sin(theta) sin m: no acos needed.
+        sin_theta = ops.sqrt(ops.clamp(1.0 - c * c, 1e-12, 1.0))
+        phi = c * math.cos(m2) - sin_theta * math.sin(m2) - m3
+        fallback = c - m2 * math.sin(m2) - m3
+        threshold = math.cos(math.pi - m2)
+    else:
+        theta = ops.acos(c)
+        phi = ops.cos(m1 * theta + m2) - m3
+        theta_th = (math.pi - m2) / m1
+        threshold = math.cos(theta_th) if theta_th < math.pi else -2.0
+        fallback = c - math.cos(min(theta_th, math.pi)) - 1.0 - m3
+    if easy_margin:
+        return ops.where(cos_y > 0, phi, cos_y)
+    return ops.where(c > threshold, phi, fallback)
+
+
+class MarginSoftmaxLoss(nn.Cell):
+    """Base of the margin losses: ``margin_logits`` (override) then softmax cross-entropy.
+
+    Args:
+        s: logit scale applied after the margin.
+        interclass_filtering_threshold: if > 0, non-target cosines above this value are set to 0
+            (treated as label noise / near-duplicate identities, as in arcface_torch's option);
+            the mask carries no gradient. 0 disables.
+    Call: ``(cosine (B, C), labels (B,) int32, norms (B,) or None) -> scalar``.
+    """
+
+    def __init__(self, s=64.0, interclass_filtering_threshold=0.0):
+        super().__init__()
+        self.s = float(s)
+        self.interclass_filtering_threshold = float(interclass_filtering_threshold)
+        self.cross_entropy = SoftmaxCrossEntropy()
+
+    def set_cross_entropy(self, cross_entropy):
+        """Replace the softmax cross-entropy (e.g. with a distributed one from a PartialFC head)."""
+        self.cross_entropy = cross_entropy
+
+    def onehot(self, cosine, labels):
+        """(B, C) one-hot of ``labels`` in the dtype of ``cosine``; all-zero rows for label -1."""
+        return one_hot(labels, cosine.shape[1], cosine.dtype)
+
+    def filter_interclass(self, cosine, onehot):
+        """Zero the non-target cosines above ``interclass_filtering_threshold`` (no gradient through the mask)."""
+        if self.interclass_filtering_threshold <= 0:
+            return cosine
+        dirty = ops.stop_gradient((cosine > self.interclass_filtering_threshold).astype(cosine.dtype) * (1 - onehot))
+        return cosine * (1 - dirty)
+
+    def target_margin(self, cos_y, norms):
+        """(B, 1) target cosines -> (B, 1) target logits before scaling. Subclasses override."""
+        return cos_y
+
+    def margin_logits(self, cosine, labels, norms=None):
+        """(B, C) cosines -> (B, C) scaled logits with the margin on each row's target column."""
+        onehot = self.onehot(cosine, labels)
+        cosine = self.filter_interclass(cosine, onehot)
+        cos_y = (cosine * onehot).sum(axis=1, keepdims=True)
+        new_y = self.target_margin(cos_y, norms)
+        return (cosine + onehot * (new_y - cos_y)) * self.s
+
+    def construct(self, cosine, labels, norms=None):
+        return self.cross_entropy(self.margin_logits(cosine, labels, norms), labels)
+
+
+@LOSSES.register_module()
+class CombinedMarginLoss(MarginSoftmaxLoss):
+    """Combined margin ``s * (cos(m1*theta + m2) - m3)`` on the target (insightface's CM, ArcFace paper Sec. 3.3).
+
+    Deng et al., "ArcFace: Additive Angular Margin Loss for Deep Face Recognition", CVPR 2019.
+    Any m1 > 0, m2 >= 0, m3 combination works; see ``combined_margin`` for the theta + m > pi fallback.
+
+    Args:
+        s: scale (default 64).
+        m1: multiplicative angular margin (default 1.0).
+        m2: additive angular margin in radians (default 0.5).
+        m3: additive cosine margin (default 0.0).
+        easy_margin: keep the target unchanged where cos(theta) <= 0.
+        interclass_filtering_threshold: see ``MarginSoftmaxLoss``.
+    """
+
+    def __init__(self, s=64.0, m1=1.0, m2=0.5, m3=0.0, easy_margin=False, interclass_filtering_threshold=0.0):
+        super().__init__(s, interclass_filtering_threshold)
+        if m1 <= 0:
+            raise ValueError(f'CombinedMarginLoss m1 must be > 0, got {m1}')
+        if m2 < 0:
+            raise ValueError(f'CombinedMarginLoss m2 must be >= 0 radians, got {m2}')
+        self.m1, self.m2, self.m3 = float(m1), float(m2), float(m3)
+        self.easy_margin = bool(easy_margin)
+
+    def target_margin(self, cos_y, norms):
+        return combined_margin(cos_y, self.m1, self.m2, self.m3, self.easy_margin)
+
+
+@LOSSES.register_module()
+class ArcFaceLoss(CombinedMarginLoss):
+    """ArcFace: ``s * cos(theta + m)`` on the target. Deng et al., CVPR 2019; paper defaults s=64, m=0.5.
+
+    Args:
+        s: scale. m: additive angular margin (radians). easy_margin, interclass_filtering_threshold: as
+        in ``CombinedMarginLoss``.
+    """
+
+    def __init__(self, s=64.0, m=0.5, easy_margin=False, interclass_filtering_threshold=0.0):
+        super().__init__(s, 1.0, m, 0.0, easy_margin, interclass_filtering_threshold)
+
+
+@LOSSES.register_module()
+class CosFaceLoss(CombinedMarginLoss):
+    """CosFace / LMCL: ``s * (cos(theta) - m)`` on the target.
+
+    Wang et al., "CosFace: Large Margin Cosine Loss for Deep Face Recognition", CVPR 2018; paper
+    defaults s=64, m=0.35 (the ArcFace reference trainers use m=0.4, our default).
+    """
+
+    def __init__(self, s=64.0, m=0.4, interclass_filtering_threshold=0.0):
+        super().__init__(s, 1.0, 0.0, m, False, interclass_filtering_threshold)
+
+
+@LOSSES.register_module()
+class SphereFaceLoss(CombinedMarginLoss):
+    """SphereFace-style multiplicative margin ``s * cos(m * theta)`` on normalized features.
+
+    Liu et al., "SphereFace: Deep Hypersphere Embedding for Face Recognition", CVPR 2017 (A-Softmax,
+    m=4 on un-normalized features with a lambda-annealed softmax). On normalized features with
+    s=64, the ArcFace paper (Deng et al., CVPR 2019, Table 2) uses m=1.35, our default. Beyond
+    theta = pi/m the continuous fallback of ``combined_margin`` applies.
+    """
+
+    def __init__(self, s=64.0, m=1.35, interclass_filtering_threshold=0.0):
+        super().__init__(s, m, 0.0, 0.0, False, interclass_filtering_threshold)

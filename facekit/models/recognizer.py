@@ -1,0 +1,56 @@
+"""FaceRecognizer: backbone -> embedding -> head (cosine logits) -> margin loss, the trainable model."""
+from mindspore import nn, ops
+
+from ..registry import BACKBONES, HEADS, LOSSES, MODELS
+
+__all__ = ['FaceRecognizer']
+
+
+@MODELS.register_module()
+class FaceRecognizer(nn.Cell):
+    """The trainable face-recognition model, built from three config dicts.
+
+    Registered in ``MODELS``; parameter names start with ``backbone.``, ``head.`` (and ``loss.`` for
+    losses with state such as CurricularFace's t), so ``load_state_into(backbone, params,
+    prefix='backbone.')`` loads a checkpoint's backbone.
+
+    Args:
+        backbone: BACKBONES config, e.g. ``dict(type='iresnet50', embedding_size=512)``.
+        head: HEADS config, e.g. ``dict(type='PartialFCHead', embedding_size=512, num_classes=10572)``.
+        loss: LOSSES config, e.g. ``dict(type='ArcFaceLoss')``.
+    Calls:
+        ``model(img (B, 3, 112, 112) float32, label (B,) int32) -> scalar loss`` (graph-mode
+        compilable; use with ``mindspore.value_and_grad``). ``forward_train`` is the same.
+        ``model.extract(img) -> (B, E)`` raw (un-normalized) embeddings.
+    A head with a ``cross_entropy_cell()`` method (PartialFC) hands its cross-rank softmax
+    cross-entropy to the loss, and its ``gather_rows`` gathers the embedding norms, so the loss
+    sees the same global batch as the head.
+    """
+
+    def __init__(self, backbone, head, loss):
+        super().__init__()
+        self.backbone = backbone if isinstance(backbone, nn.Cell) else BACKBONES.build(backbone)
+        self.head = head if isinstance(head, nn.Cell) else HEADS.build(head)
+        self.loss = loss if isinstance(loss, nn.Cell) else LOSSES.build(loss)
+        self.gather_norms = hasattr(self.head, 'gather_rows')
+        if hasattr(self.head, 'cross_entropy_cell'):
+            if not hasattr(self.loss, 'set_cross_entropy'):
+                raise TypeError(f'{type(self.head).__name__} computes the cross-entropy across ranks, but loss '
+                                f'{type(self.loss).__name__} has no set_cross_entropy() to accept it')
+            self.loss.set_cross_entropy(self.head.cross_entropy_cell())
+
+    def construct(self, img, label):
+        embeddings = self.backbone(img)
+        norms = ops.sqrt((embeddings * embeddings).sum(axis=1))
+        logits, labels = self.head(embeddings, label)
+        if self.gather_norms:
+            norms = self.head.gather_rows(norms)
+        return self.loss(logits, labels, norms)
+
+    def forward_train(self, img, label):
+        """Same as calling the model: scalar training loss."""
+        return self(img, label)
+
+    def extract(self, img):
+        """(B, 3, H, W) float32 normalized images -> (B, E) raw embeddings (call ``set_train(False)`` first)."""
+        return self.backbone(img)
