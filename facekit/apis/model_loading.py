@@ -74,6 +74,25 @@ def load_backbone_weights(backbone, checkpoint):
     return prefix
 
 
+def ensure_runtime(device_target='auto', mode='graph'):
+    """Configure MindSpore like ``setup_runtime``, tolerating an already running runtime.
+
+    MindSpore refuses ``set_device`` once a kernel has run; when the context already names the
+    wanted target (the common case inside a session or a test), only the mode is set.
+    Returns: the resolved device target.
+    """
+    import mindspore as ms
+    from ..utils.runtime import resolve_device_target, setup_runtime
+    target = resolve_device_target(device_target)
+    if ms.get_context('device_target') == target:
+        modes = {'graph': ms.GRAPH_MODE, 'pynative': ms.PYNATIVE_MODE}
+        if str(mode).lower() not in modes:
+            raise ValueError(f"mode must be 'graph' or 'pynative'; got {mode!r}")
+        ms.set_context(mode=modes[str(mode).lower()])
+        return target
+    return setup_runtime(target, mode=mode)
+
+
 def build_backbone(config, checkpoint=None):
     """Build the backbone of ``config`` in eval mode and load ``checkpoint`` into it.
 
