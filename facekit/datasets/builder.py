@@ -6,14 +6,16 @@
                             seed=0, dataset=dict(type='MXFaceDataset', data_root='data/ms1mv2',
                                                  pipeline=[...]))
 
-into a batched ``mindspore.dataset.GeneratorDataset`` whose rows are
-``(img (B, 3, 112, 112) float32, label (B,) int32)``.
+into a :class:`FaceDataLoader`: an iterable over epochs of
+``(img (B, 3, 112, 112) float32, label (B,) int32)`` NumPy batches, backed by a batched
+``mindspore.dataset.GeneratorDataset``.
 """
 import numpy as np
 
 from ..registry import DATASETS, build_from_cfg
 
-__all__ = ['build_dataset', 'build_dataloader', 'ShardedShuffleSampler', 'DEFAULT_TRAIN_PIPELINE']
+__all__ = ['build_dataset', 'build_dataloader', 'FaceDataLoader', 'ShardedShuffleSampler',
+           'DEFAULT_TRAIN_PIPELINE']
 
 # What a training set needs when its config names no pipeline: HWC uint8 -> CHW [-1, 1].
 DEFAULT_TRAIN_PIPELINE = [dict(type='RandomHorizontalFlip', prob=0.5), dict(type='Normalize'),
@@ -85,7 +87,69 @@ class _Source:
         return img, np.int32(label)
 
 
-def build_dataloader(cfg, rank=0, world_size=1):
+class FaceDataLoader:
+    """Epoch iterator over a batched MindSpore pipeline.
+
+    ``iter(loader)`` runs one epoch and yields ``(img, label)`` NumPy batches. One MindSpore
+    iterator (and its worker processes) lives across epochs; it is rebuilt only when an
+    epoch was left unfinished or ``set_epoch`` asks for an epoch other than the next one
+    (e.g. resuming), so the order of epoch ``e`` is always the sampler's order for ``e``.
+
+    Attributes:
+        ms_dataset: the batched ``mindspore.dataset`` pipeline (for ``Model.train`` users).
+        dataset: the facekit dataset behind it.
+        sampler: the :class:`ShardedShuffleSampler`.
+        batch_size: per-rank batch size.
+    """
+
+    def __init__(self, ms_dataset, dataset, sampler, batch_size):
+        self.ms_dataset = ms_dataset
+        self.dataset = dataset
+        self.sampler = sampler
+        self.batch_size = int(batch_size)
+        self._iter = None
+        self._next_epoch = 0
+        self._requested = None
+        self._len = ms_dataset.get_dataset_size()
+
+    def __len__(self):
+        """Batches per epoch."""
+        return self._len
+
+    def get_dataset_size(self):
+        return self._len
+
+    def set_epoch(self, epoch):
+        """Make the next ``iter(loader)`` produce epoch ``epoch``."""
+        self._requested = int(epoch)
+
+    def _restart(self, epoch):
+        if self._iter is not None:
+            self._iter.stop()
+        self.sampler.set_epoch(epoch)
+        self._iter = self.ms_dataset.create_tuple_iterator(num_epochs=-1, output_numpy=True)
+
+    def __iter__(self):
+        epoch = self._next_epoch if self._requested is None else self._requested
+        self._requested = None
+        if self._iter is None or epoch != self._next_epoch:
+            self._restart(epoch)
+        self._next_epoch = None  # unknown until this epoch is consumed to its end
+        for batch in self._iter:
+            yield batch[0], batch[1]
+        self._next_epoch = epoch + 1
+
+    def create_tuple_iterator(self, **kwargs):
+        """MindSpore's own iterator over ``ms_dataset`` (epochs follow the sampler's count)."""
+        return self.ms_dataset.create_tuple_iterator(**kwargs)
+
+    def close(self):
+        if self._iter is not None:
+            self._iter.stop()
+            self._iter = None
+
+
+def build_dataloader(cfg, rank=0, world_size=1, seed=None):
     """Batched MindSpore pipeline for training.
 
     Args:
@@ -96,10 +160,11 @@ def build_dataloader(cfg, rank=0, world_size=1):
             of threads; default True when num_workers > 1). A dataset config without a
             ``pipeline`` gets ``DEFAULT_TRAIN_PIPELINE``.
         rank, world_size: this process's shard.
+        seed: shuffle seed used when ``cfg`` has no ``seed`` (the runner passes
+            ``runtime.seed``); both absent means 0.
     Returns:
-        ``mindspore.dataset.BatchDataset`` with columns ``img`` (B, 3, H, W) float32 and
-        ``label`` (B,) int32; ``get_dataset_size()`` is the number of batches per epoch.
-        The built dataset is attached as ``.facekit_dataset``, the sampler as ``.facekit_sampler``.
+        :class:`FaceDataLoader`; ``len()`` is the number of batches per epoch, each batch
+        ``img`` (B, 3, H, W) float32 and ``label`` (B,) int32 NumPy arrays.
     """
     import mindspore.dataset as msds
 
@@ -121,7 +186,7 @@ def build_dataloader(cfg, rank=0, world_size=1):
     multiproc = bool(cfg.get('python_multiprocessing', workers > 1))
     drop = bool(cfg.get('drop_remainder', True))
     sampler = ShardedShuffleSampler(len(dataset), shuffle=cfg.get('shuffle', True),
-                                    seed=cfg.get('seed', 0), rank=rank, world_size=world_size)
+                                    seed=cfg.get('seed', 0 if seed is None else seed), rank=rank, world_size=world_size)
     if drop and len(sampler) < batch_size:
         raise ValueError(f'build_dataloader: rank {rank} has {len(sampler)} samples, fewer than one '
                          f'batch of {batch_size} with drop_remainder=True')
@@ -133,6 +198,4 @@ def build_dataloader(cfg, rank=0, world_size=1):
     # per pass).
     sampler.set_epoch(0)
     loader = loader.batch(batch_size, drop_remainder=drop)
-    loader.facekit_dataset = dataset
-    loader.facekit_sampler = sampler
-    return loader
+    return FaceDataLoader(loader, dataset, sampler, batch_size)

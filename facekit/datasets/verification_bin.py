@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 __all__ = ['UnsafeFileError', 'load_bin', 'save_bin', 'make_verification_bin',
-           'decode_pairs', 'raw_pixel_floor', 'kfold_threshold_accuracy']
+           'decode_pairs', 'raw_pixel_floor']
 
 
 class UnsafeFileError(pickle.UnpicklingError):
@@ -319,54 +319,23 @@ def decode_pairs(images, image_size=None):
     return np.stack(out)
 
 
-def kfold_threshold_accuracy(dist, issame, thresholds=None, nfolds=10):
-    """10-fold verification accuracy of a distance (InsightFace protocol).
-
-    Pairs are split into ``nfolds`` contiguous folds (KFold without shuffle: the first
-    ``N % nfolds`` folds hold one extra pair); on each, the threshold with the best accuracy
-    on the other folds (first one on ties; "same" iff dist < threshold) is applied to it.
-
-    Args:
-        dist: (N,) float distances (squared Euclidean of unit vectors is in [0, 4]).
-        issame: (N,) bool.
-        thresholds: candidate thresholds; default np.arange(0, 4, 0.01).
-    Returns:
-        (mean accuracy, population std of the fold accuracies, mean best threshold)
-    """
-    dist = np.asarray(dist, dtype=np.float64)
-    issame = np.asarray(issame, dtype=bool)
-    thresholds = np.arange(0, 4, 0.01) if thresholds is None else np.asarray(thresholds)
-    n = len(dist)
-    if n < nfolds:
-        raise ValueError(f'{n} pairs cannot be split into {nfolds} folds')
-    sizes = np.full(nfolds, n // nfolds)
-    sizes[:n % nfolds] += 1
-    bounds = np.concatenate([[0], np.cumsum(sizes)])
-    # correct[t, i]: pair i is classified right at threshold t.
-    correct = (dist[None, :] < thresholds[:, None]) == issame[None, :]
-    accs, best_ts = [], []
-    for k in range(nfolds):
-        test = np.zeros(n, dtype=bool)
-        test[bounds[k]:bounds[k + 1]] = True
-        train_acc = correct[:, ~test].mean(axis=1)
-        best = int(np.argmax(train_acc))
-        accs.append(correct[best, test].mean())
-        best_ts.append(thresholds[best])
-    return float(np.mean(accs)), float(np.std(accs)), float(np.mean(best_ts))
-
-
 def raw_pixel_floor(bin_or_pairs, nfolds=10, flip=False):
     """Verification accuracy of raw pixels: the floor a trained model must clear.
 
     Each image is normalized ``(x/255 - 0.5)/0.5``, flattened (optionally summed with its
-    horizontal flip, as the flip test does for embeddings), L2-normalized; the distance
-    is squared Euclidean (= 2 - 2 cos); accuracy by :func:`kfold_threshold_accuracy`.
+    horizontal flip, as the flip test does for embeddings) and L2-normalized; the pairs then
+    go through the same 10-fold protocol as embeddings
+    (``facekit.evaluation.verification.verification_metrics``: squared Euclidean distance,
+    thresholds 0..4 step 0.01, contiguous folds).
 
     Args:
         bin_or_pairs: a .bin path or an ``(images, issame)`` pair as from ``load_bin``.
+        flip: sum each image with its mirror before normalizing.
     Returns:
-        dict(accuracy, std, threshold, num_pairs).
+        dict(accuracy, accuracy_std, best_threshold, auc, num_pairs).
     """
+    from ..evaluation.verification import l2_normalize, verification_metrics  # evaluation owns the protocol
+
     if isinstance(bin_or_pairs, (str, os.PathLike)):
         images, issame = load_bin(bin_or_pairs)
     else:
@@ -374,8 +343,6 @@ def raw_pixel_floor(bin_or_pairs, nfolds=10, flip=False):
     pix = decode_pairs(images).astype(np.float32) / np.float32(127.5) - np.float32(1.0)
     if flip:
         pix = pix + pix[:, :, ::-1]
-    x = pix.reshape(len(pix), -1)
-    x = x / np.sqrt((x * x).sum(axis=1, keepdims=True) + 1e-12)
-    dist = ((x[0::2] - x[1::2]) ** 2).sum(axis=1)
-    acc, std, thr = kfold_threshold_accuracy(dist, issame, nfolds=nfolds)
-    return dict(accuracy=acc, std=std, threshold=thr, num_pairs=int(len(issame)))
+    x = l2_normalize(pix.reshape(len(pix), -1))
+    m = verification_metrics(x[0::2], x[1::2], np.asarray(issame, dtype=bool), nfolds=nfolds)
+    return {k: m[k] for k in ('accuracy', 'accuracy_std', 'best_threshold', 'auc', 'num_pairs')}

@@ -70,8 +70,8 @@ def test_dataloader_batches_and_order():
                dataset=dict(type='SyntheticIdentities', num_classes=5, images_per_class=2, image_size=16,
                             pipeline=[dict(type='Normalize'), dict(type='ToCHW')]))
     loader = build_dataloader(cfg, rank=0, world_size=1)
-    assert loader.get_dataset_size() == 2          # 10 samples, drop_remainder
-    batches = list(loader.create_tuple_iterator(num_epochs=1, output_numpy=True))
+    assert len(loader) == 2          # 10 samples, drop_remainder
+    batches = list(loader)
     assert len(batches) == 2
     img, label = batches[0]
     assert img.shape == (4, 3, 16, 16) and img.dtype == np.float32 and label.dtype == np.int32
@@ -87,7 +87,7 @@ def test_dataloader_shards_disjoint():
     seen = []
     for rank in range(2):
         loader = build_dataloader(cfg, rank=rank, world_size=2)
-        for _, label in loader.create_tuple_iterator(num_epochs=1, output_numpy=True):
+        for _, label in loader:
             seen.extend(label.tolist())
     assert sorted(seen) == list(range(6))
 
@@ -98,14 +98,19 @@ def test_dataloader_rejects_uint8_hwc_and_unknown_keys():
                                                                         num_classes=2, images_per_class=2)))
     loader = build_dataloader(dict(batch_size=2, dataset=SyntheticIdentities(2, 2, image_size=8)))
     with pytest.raises(Exception, match='CHW float32'):
-        next(loader.create_tuple_iterator(num_epochs=1, output_numpy=True))
+        next(iter(loader))
 
 
 def test_dataloader_reshuffles_each_epoch_reproducibly():
     cfg = dict(batch_size=4, num_workers=1, seed=2,
                dataset=dict(type='SyntheticIdentities', num_classes=8, images_per_class=1, image_size=8))
     loader = build_dataloader(cfg)
-    it = loader.create_tuple_iterator(num_epochs=2, output_numpy=True)
-    epochs = [np.concatenate([b[1] for b in it]).tolist() for _ in range(2)]
-    assert epochs[0] == np.random.default_rng([2, 0]).permutation(8).tolist()
-    assert epochs[1] == np.random.default_rng([2, 1]).permutation(8).tolist()
+    perm = [np.random.default_rng([2, e]).permutation(8).tolist() for e in range(4)]
+    epochs = [np.concatenate([b[1] for b in loader]).tolist() for _ in range(3)]
+    assert epochs == perm[:3]
+    # an epoch left unfinished, then a resume at epoch 1: the orders still follow the sampler
+    next(iter(loader))
+    loader.set_epoch(1)
+    assert np.concatenate([b[1] for b in loader]).tolist() == perm[1]
+    assert np.concatenate([b[1] for b in loader]).tolist() == perm[2]
+    loader.close()

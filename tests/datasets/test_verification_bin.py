@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from facekit.datasets import SyntheticIdentities, UnsafeFileError, load_bin, make_verification_bin, save_bin
-from facekit.datasets.verification_bin import kfold_threshold_accuracy, raw_pixel_floor, safe_loads
+from facekit.datasets.verification_bin import raw_pixel_floor, safe_loads
 
 
 class _Evil:
@@ -123,22 +123,6 @@ def test_make_verification_bin_balanced_and_labels_right(tmp_path):
     assert on_disk[0] == images and on_disk[1].tolist() == issame.tolist()
     again = make_verification_bin(ds, 20, seed=0, img_format='.png')
     assert again[0] == images
-
-
-def test_kfold_protocol_by_hand():
-    # 10 pairs, one per fold. Distances: same pairs 0.5, different 1.5, except pair 9
-    # (same, dist 1.6) which no threshold in [0, 4) can get right with the others.
-    dist = np.array([0.5, 1.5] * 5, dtype=float)
-    issame = np.array([True, False] * 5)
-    dist[9], issame[9] = 1.6, True
-    acc, std, thr = kfold_threshold_accuracy(dist, issame)
-    # folds 0..8: best threshold on the other 9 pairs separates them (accuracy 1 each);
-    # fold 9's pair (same, 1.6) is judged by a threshold in (0.5, 1.5]: wrong.
-    assert acc == pytest.approx(0.9)
-    assert std == pytest.approx(np.std([1] * 9 + [0]))
-    # folds with 11 vs 10 pairs: KFold gives the first N % 10 folds one extra
-    acc2, _, _ = kfold_threshold_accuracy(np.r_[dist, 0.1], np.r_[issame, True])
-    assert 0 < acc2 <= 1
 
 
 def test_raw_pixel_floor_on_identical_pairs():
