@@ -1,0 +1,28 @@
+# The bundled data: procedural identities made on the fly (no files). Training identities are
+# 0..num_classes-1; verification pairs come from identities 1,000,000 and up, never trained on.
+# Generator knobs (rotation, shift, colour_jitter, num_distractors, occluder_prob, noise_std ...)
+# are SyntheticIdentities keyword arguments; set them in both datasets to change the task.
+# Experiments set model.head.num_classes to train_dataloader.dataset.num_classes (200).
+train_dataloader = dict(
+    batch_size=64,
+    num_workers=2,
+    shuffle=True,
+    drop_remainder=True,
+    dataset=dict(
+        type='SyntheticIdentities',
+        num_classes=200,
+        images_per_class=40,
+        image_size=112,
+        seed=0,
+        pipeline=[
+            # the evaluator's flip test embeds mirrored images too, so train on mirrors as well
+            dict(type='RandomHorizontalFlip', prob=0.5),
+            dict(type='Normalize'),          # (x/255 - 0.5)/0.5
+            dict(type='ToCHW'),
+        ]),
+)
+val_evaluators = [
+    dict(type='VerificationEvaluator', name='synthetic_heldout', num_pairs=1000, seed=0,
+         dataset=dict(type='SyntheticIdentities', num_classes=100, images_per_class=10,
+                      image_size=112, seed=0, identity_offset=1_000_000)),
+]
