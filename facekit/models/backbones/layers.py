@@ -31,29 +31,17 @@ class PReLU(nn.Cell):
         return ops.relu(x) - w * ops.relu(-x)
 
 
-class DropPath(nn.Cell):
-    """Stochastic depth (Huang et al., ECCV 2016): drop a whole residual branch per sample.
-
-    In training each sample's branch is kept with probability ``1 - drop_prob`` and scaled by
-    ``1 / (1 - drop_prob)``; in eval (``set_train(False)``) it is the identity.
+def drop_path_scales(keep_probs, shape):
+    """Stochastic-depth factors (Huang et al., ECCV 2016): a residual branch is kept with its
+    probability and then scaled by 1/probability, else zeroed, independently per sample.
 
     Args:
-        drop_prob: probability of dropping the branch, in [0, 1).
+        keep_probs: (D,) float tensor, keep probability of each of D branches (1 = never dropped).
+        shape: trailing shape of the factors, e.g. (B, 1, 1) for (B, N, C) tokens.
+    Returns: (D,) + shape tensor of values in {0, 1/p}.
     """
-
-    def __init__(self, drop_prob=0.0):
-        super().__init__()
-        if not 0.0 <= drop_prob < 1.0:
-            raise ValueError(f'DropPath drop_prob must be in [0, 1), got {drop_prob}')
-        self.drop_prob = float(drop_prob)
-        self.keep_prob = 1.0 - float(drop_prob)
-
-    def construct(self, x):
-        if not self.training or self.drop_prob == 0.0:
-            return x
-        shape = (x.shape[0],) + (1,) * (x.ndim - 1)
-        keep = ops.floor(self.keep_prob + ops.rand(shape, dtype=x.dtype))
-        return x / self.keep_prob * keep
+    p = keep_probs.reshape((-1,) + (1,) * len(shape))
+    return ops.floor(p + ops.rand((keep_probs.shape[0],) + tuple(shape), dtype=keep_probs.dtype)) / p
 
 
 def torch_linear_init(dense):

@@ -13,7 +13,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import Normal, TruncatedNormal, initializer
 
 from ...registry import BACKBONES
-from .layers import DropPath, torch_conv_default_init
+from .layers import drop_path_scales, torch_conv_default_init
 
 __all__ = ['VisionTransformer', 'vit_t', 'vit_s', 'vit_b', 'vit_l']
 
@@ -85,23 +85,26 @@ class Mlp(nn.Cell):
 
 
 class Block(nn.Cell):
-    """Pre-norm transformer block: x + DropPath(Attn(LN(x))), then x + DropPath(MLP(LN(x)))."""
+    """Pre-norm transformer block: x + Attn(LN(x)), then x + MLP(LN(x)).
 
-    def __init__(self, dim, num_heads, mlp_ratio=4.0, qkv_bias=False, drop=0.0, attn_drop=0.0,
-                 drop_path=0.0, ln_eps=1e-5):
+    Call ``block(x)`` or, with stochastic depth, ``block(x, scales)`` where ``scales`` (2, B, 1, 1)
+    multiplies the attention and MLP branches. The random draw happens outside the block so that
+    a recomputed block (``use_recompute``) replays the same drop decisions in the backward pass.
+    """
+
+    def __init__(self, dim, num_heads, mlp_ratio=4.0, qkv_bias=False, drop=0.0, attn_drop=0.0, ln_eps=1e-5):
         super().__init__()
         self.norm1 = nn.LayerNorm((dim,), epsilon=ln_eps)
         self.attn = Attention(dim, num_heads, qkv_bias, attn_drop, drop)
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else None
         self.norm2 = nn.LayerNorm((dim,), epsilon=ln_eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
 
-    def construct(self, x):
-        if self.drop_path is None:
+    def construct(self, x, scales=None):
+        if scales is None:
             x = x + self.attn(self.norm1(x))
             return x + self.mlp(self.norm2(x))
-        x = x + self.drop_path(self.attn(self.norm1(x)))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        x = x + self.attn(self.norm1(x)) * scales[0]
+        return x + self.mlp(self.norm2(x)) * scales[1]
 
 
 @BACKBONES.register_module()
@@ -143,10 +146,15 @@ class VisionTransformer(nn.Cell):
         self.mask_ratio = float(mask_ratio)
         self.len_keep = int(self.num_patches * (1 - self.mask_ratio))
         self.mask_token = Parameter(initializer(Normal(0.02), (1, 1, embed_dim)), name='mask_token')
+        if not 0.0 <= drop_path_rate < 1.0:
+            raise ValueError(f'VisionTransformer drop_path_rate must be in [0, 1), got {drop_path_rate}')
+        # Stochastic-depth rate grows linearly from 0 (first block) to drop_path_rate (last block).
         dpr = np.linspace(0, drop_path_rate, depth) if depth > 1 else np.array([drop_path_rate])
+        self.drop_path_rate = float(drop_path_rate)
+        self.keep_probs = Tensor((1.0 - dpr).astype(np.float32))
+        self.depth = depth
         self.blocks = nn.CellList([
-            Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, float(dpr[i]))
-            for i in range(depth)])
+            Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate) for _ in range(depth)])
         if use_recompute:
             for blk in self.blocks:
                 blk.recompute()
@@ -186,6 +194,11 @@ class VisionTransformer(nn.Cell):
         return self.feature(x.reshape(b, self.num_patches * self.embed_dim))
 
     def _blocks(self, x):
+        if self.training and self.drop_path_rate > 0:
+            scales = drop_path_scales(self.keep_probs.astype(x.dtype), (2, x.shape[0], 1, 1))
+            for i in range(self.depth):
+                x = self.blocks[i](x, scales[i])
+            return x
         for blk in self.blocks:
             x = blk(x)
         return x
