@@ -6,5 +6,15 @@ runtime = dict(
     log_interval=50,        # iterations between log lines
     checkpoint_interval=1,  # epochs between checkpoints
     max_keep_ckpts=3,
+    eval_interval=1,        # epochs between verification evaluations (0: only after training)
+    amp_level='O0',         # O0 fp32 | O1 | O2 | O3 (fp16 levels for GPU/Ascend; CPU fp16 is ~1.6x slower)
+    loss_scale=None,        # None | 'dynamic' | a fixed number | dict(mode='dynamic', init_scale=65536, window=2000)
+    clip_grad_norm=5.0,     # max global L2 norm of the clipped gradients (None: off); the reference clips at 5
+    clip_prefixes=['backbone.'],  # whose gradients are clipped (the reference: backbone only)
+    nan_patience=20,        # stop after this many consecutive NaN/Inf losses
+    jit_level=None,         # MindSpore graph compiler level (O0/O1/O2); None keeps MindSpore's default
 )
 work_dir = None             # default: work_dirs/<config file name>
+# With no `hooks` key, the Runner uses LoggerHook(log_interval), CheckpointHook(checkpoint_interval,
+# max_keep_ckpts) and EvalHook(eval_interval) from `runtime`, plus any `custom_hooks`.
+custom_hooks = []

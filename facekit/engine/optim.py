@@ -14,7 +14,7 @@ from mindspore import nn, ops
 from ..registry import OPTIMIZERS
 
 __all__ = ['build_param_groups', 'build_optimizer', 'set_lr', 'get_lr', 'SGD', 'AdamW',
-           'optimizer_state', 'is_no_decay', 'AdamWOptimizer']
+           'optimizer_state', 'is_no_decay', 'AdamWOptimizer', 'group_lr_params']
 
 
 def is_no_decay(name, param):
@@ -185,7 +185,7 @@ def build_optimizer(cfg, model):
     return OPTIMIZERS.build(dict(cfg), default_args=dict(model=model))
 
 
-def _group_lr_params(opt):
+def group_lr_params(opt):
     """One lr Parameter per group, in group order (MindSpore repeats it once per parameter)."""
     seen, out = set(), []
     lrs = opt.learning_rate
@@ -199,8 +199,12 @@ def _group_lr_params(opt):
 
 
 def set_lr(opt, lr):
-    """Set the optimizer's lr to ``lr`` (base value) times each group's multiplier."""
-    params = _group_lr_params(opt)
+    """Set the optimizer's lr to ``lr`` (base value) times each group's multiplier (host side).
+
+    Only for use before the optimizer's graph is compiled or in pynative mode: a compiled graph
+    keeps the values it captured. The Runner passes the lr into ``TrainStep`` instead.
+    """
+    params = group_lr_params(opt)
     mults = [g['lr_mult'] for g in getattr(opt, 'facekit_groups', [dict(lr_mult=1.0)] * len(params))]
     for p, m in zip(params, mults):
         p.set_data(ms.Tensor(np.float32(lr * m)))
@@ -208,7 +212,7 @@ def set_lr(opt, lr):
 
 def get_lr(opt):
     """Per-group learning rates now in the optimizer, as Python floats."""
-    return [float(p.asnumpy()) for p in _group_lr_params(opt)]
+    return [float(p.asnumpy()) for p in group_lr_params(opt)]
 
 
 def optimizer_state(opt, model_param_names):

@@ -22,7 +22,7 @@ from . import dist
 from .amp import apply_amp, parse_loss_scale
 from .hooks import append_metrics_line, build_hooks
 from .lr_schedules import build_lr_schedule
-from .optim import build_optimizer, optimizer_state, set_lr
+from .optim import build_optimizer, optimizer_state
 
 __all__ = ['Runner', 'NonFiniteLossError', 'find_latest_checkpoint']
 
@@ -113,6 +113,11 @@ class Runner:
         self.max_iters = int(max_iters) if max_iters else self.max_epochs * self.iters_per_epoch
         self.batch_size = int(batch_size or getattr(train_dataloader, 'batch_size', 0) or 0)
         self.global_batch_size = self.batch_size * self.world_size
+        if _head_is_sharded(model):
+            # Each rank's PartialFC shard holds different classes: its gradient must not be
+            # averaged with other ranks' (MindSpore's reducer skips layerwise-parallel params).
+            for p in model.head.get_parameters():
+                p.layerwise_parallel = True
         ls = parse_loss_scale(loss_scale)
         self.loss_scale_mode = ls.mode
         self.train_step = TrainStep(model, optimizer, ls, clip_grad_norm=clip_grad_norm,
@@ -128,6 +133,7 @@ class Runner:
         self.last = {}
         self.history = []           # (iter, lr, loss) of every step, for tests and plots
         self.eval_results = {}
+        self._embed_fn = None
         os.makedirs(self.work_dir, exist_ok=True)
         self._logger = self._make_logger()
 
@@ -165,7 +171,7 @@ class Runner:
                 evaluators.append(EVALUATORS.build(_plain(ev)))
         work_dir = cfg.get('work_dir')
         return cls(model, train_dataloader, optimizer, lr_schedule, max_epochs, work_dir,
-                   hooks=[_plain(h) for h in cfg.get('hooks', [])],
+                   hooks=default_hooks(cfg),
                    evaluators=evaluators,
                    mode=runtime.get('mode', 'graph'),
                    loss_scale=_plain(runtime.get('loss_scale')),
@@ -235,12 +241,11 @@ class Runner:
     def save_checkpoint(self, path):
         """Write the full training state to ``path`` (rank 0) atomically; update last_checkpoint.
 
-        With more than one rank, ranks other than 0 write nothing: data parallel keeps every
-        parameter identical across ranks. A rank-local head (a PartialFC shard, marked by the
-        head's ``sharded`` attribute) is written by each rank to ``<path>.rank<R>.ckpt``.
+        Data parallel keeps every replicated parameter identical across ranks, so rank 0's file
+        holds them. A sharded head (PartialFC with world_size > 1) differs per rank: each other
+        rank writes its head shard and the matching optimizer state to ``<path>.rank<R>.ckpt``.
         """
         entries, extra = self._state_entries()
-        sharded = self.world_size > 1 and bool(getattr(getattr(self.model, 'head', None), 'sharded', False))
         if self.rank == 0:
             save_checkpoint(entries, path, extra=extra)
             if re.match(r'(epoch|iter)_(\d+)\.ckpt$', osp.basename(path)):
@@ -248,24 +253,49 @@ class Runner:
                 with open(tmp, 'w', encoding='utf-8') as f:
                     f.write(osp.basename(path))
                 os.replace(tmp, osp.join(self.work_dir, 'last_checkpoint'))
-        if sharded and self.rank != 0:
-            local = {k: v for k, v in entries.items()
-                     if k.startswith('head.') or k.startswith(_OPT_PREFIX) and '.head.' in k}
+        elif _head_is_sharded(self.model):
+            local = {k: v for k, v in entries.items() if _is_head_key(k)}
             save_checkpoint(local, path[:-len('.ckpt')] + f'.rank{self.rank}.ckpt', extra=extra)
         dist.barrier()
 
+    def _reshard_head(self, path, params, saved_world):
+        """Replace head-shard entries of ``params`` by this rank's rows of the full (re-assembled) head.
+
+        Shards are consecutive class ranges in rank order, so concatenating the saved ranks'
+        rows gives the full centre matrix, which is then cut for the current rank/world size.
+        """
+        head = self.model.head
+        start, num_local = head.class_start, head.num_local
+        parts = [params]
+        base = path[:-len('.ckpt')]
+        for r in range(1, saved_world):
+            rank_file = f'{base}.rank{r}.ckpt'
+            if not osp.isfile(rank_file):
+                raise FileNotFoundError(f'{path} was written by {saved_world} ranks with a sharded head, '
+                                        f'but its shard file {rank_file} is missing')
+            parts.append(load_checkpoint(rank_file))
+        import mindspore as ms
+        for key in [k for k in params if _is_head_key(k)]:
+            full = np.concatenate([p[key].asnumpy() for p in parts], axis=0) if saved_world > 1 \
+                else params[key].asnumpy()
+            if full.shape[0] != head.num_classes:
+                continue    # not a per-class tensor (no such head state today; kept as saved)
+            params[key] = ms.Parameter(ms.Tensor(full[start:start + num_local]), name=key)
+        return params
+
     def resume(self, path):
-        """Restore model, optimizer, loss scale, epoch and iteration from ``path``."""
+        """Restore model, optimizer, loss scale, epoch and iteration from ``path``.
+
+        A PartialFC head saved by a different number of ranks is re-sharded for this one.
+        """
         params = load_checkpoint(path)
-        saved_world = int(params[_STATE_PREFIX + 'world_size'].asnumpy()) if _STATE_PREFIX + 'world_size' in params else 1
-        sharded = bool(getattr(getattr(self.model, 'head', None), 'sharded', False))
-        if sharded and saved_world != self.world_size:
-            raise ValueError(f'{path} was written by {saved_world} ranks with a sharded PartialFC head; '
-                             f'resuming on {self.world_size} ranks would need re-sharding the class centres. '
-                             f'Resume with {saved_world} ranks, or use --load-from to keep only the backbone.')
-        if sharded and self.rank != 0:
-            rank_path = path[:-len('.ckpt')] + f'.rank{self.rank}.ckpt'
-            params.update(load_checkpoint(rank_path))
+        key_world = _STATE_PREFIX + 'world_size'
+        saved_world = int(params[key_world].asnumpy()) if key_world in params else 1
+        saved_sharded = saved_world > 1 and osp.isfile(path[:-len('.ckpt')] + '.rank1.ckpt')
+        if saved_sharded or _head_is_sharded(self.model):
+            params = self._reshard_head(path, params, saved_world if saved_sharded else 1)
+            if saved_world != self.world_size:
+                self.log(f'{path}: PartialFC centres re-sharded from {saved_world} to {self.world_size} rank(s)')
         model_params = {k: v for k, v in params.items() if not k.startswith((_OPT_PREFIX, _STATE_PREFIX))}
         load_state_into(self.model, model_params, strict=True)
         opt_state = optimizer_state(self.optimizer, self.model_param_names)
@@ -273,16 +303,16 @@ class Runner:
         if missing:
             raise ValueError(f'{path} lacks optimizer state {missing[:5]} (was it written with another optimizer '
                              f'type? use --load-from to start a fresh optimizer)')
+        import mindspore as ms
         for name, param in opt_state.items():
             value = params[_OPT_PREFIX + name]
             if tuple(value.shape) != tuple(param.shape):
                 raise ValueError(f'{path}: optimizer state {name} has shape {tuple(value.shape)}, '
                                  f'the optimizer expects {tuple(param.shape)}')
-            param.set_data(value.value().astype(param.dtype))
+            param.set_data(ms.Tensor(value.asnumpy()).astype(param.dtype))
         self.epoch = int(params[_STATE_PREFIX + 'epoch'].asnumpy())
         self.iter = int(params[_STATE_PREFIX + 'iter'].asnumpy())
         self.skipped_steps = int(params[_STATE_PREFIX + 'skipped_steps'].asnumpy())
-        import mindspore as ms
         self.train_step.loss_scale.set_data(ms.Tensor(np.float32(params[_STATE_PREFIX + 'loss_scale'].asnumpy())))
         self.train_step.clean_steps.set_data(
             ms.Tensor(np.int32(params[_STATE_PREFIX + 'loss_scale_clean_steps'].asnumpy())))
@@ -307,22 +337,33 @@ class Runner:
 
     # --- evaluation -----------------------------------------------------------------------
     def evaluate(self):
-        """Run every evaluator on the model (eval mode); append a metrics JSON line; return results."""
+        """Run every evaluator on the model (inference mode); append a metrics JSON line.
+
+        Returns ``{target name: metrics dict}`` (each evaluator's ``evaluate`` result).
+        """
         results = {}
         if not self.evaluators:
             return results
+        if self._embed_fn is None:
+            from ..evaluation import as_embed_fn
+            # Built once, so the embedding graph compiles once and sees the trained weights.
+            self._embed_fn = as_embed_fn(self.model)
         self.model.set_train(False)
         try:
             for ev in self.evaluators:
-                results.update(ev.evaluate(self.model))
+                r = ev.evaluate(self._embed_fn)
+                results[r.get('name', getattr(ev, 'name', type(ev).__name__))] = r
         finally:
             self.model.set_train(True)
         self.last_eval_iter = self.iter
         self.eval_results = results
         record = {'epoch': self.epoch, 'iter': self.iter}
-        record.update({k: {m: _jsonable(v) for m, v in r.items()} for k, r in results.items()})
+        for name, r in results.items():
+            record[name] = {k: _jsonable(v) for k, v in r.items()
+                            if k not in ('tpr', 'fpr', 'thresholds', 'name') and np.ndim(v) == 0}
         append_metrics_line(osp.join(self.work_dir, 'metrics.jsonl'), record)
-        self.log('eval ' + json.dumps(record, sort_keys=True))
+        summary = ', '.join(f"{n} {r.get('accuracy', float('nan')):.5f}" for n, r in results.items())
+        self.log(f'eval at iter {self.iter}: {summary}')
         return results
 
     # --- the loop -------------------------------------------------------------------------
@@ -359,9 +400,8 @@ class Runner:
                 img, label = _to_numpy_batch(batch)
                 data_time = time.perf_counter() - t_data
                 lr = self.lr_schedule(self.iter)
-                set_lr(self.optimizer, lr)
                 t_step = time.perf_counter()
-                loss_t, finite_t = self.train_step(ms.Tensor(img), ms.Tensor(label))
+                loss_t, finite_t = self.train_step(ms.Tensor(img), ms.Tensor(label), ms.Tensor(np.float32(lr)))
                 loss = float(loss_t.asnumpy())
                 finite = bool(finite_t.asnumpy())
                 step_time = time.perf_counter() - t_step
@@ -409,6 +449,19 @@ class Runner:
         raise NonFiniteLossError(msg)
 
 
+def _head_is_sharded(model):
+    """True when the model's head holds only this rank's class centres (distributed PartialFC)."""
+    head = getattr(model, 'head', None)
+    return bool(getattr(head, 'distributed', False)) and getattr(head, 'world_size', 1) > 1
+
+
+def _is_head_key(key):
+    """Checkpoint names of head parameters and of optimizer state kept per head parameter."""
+    if key.startswith(_OPT_PREFIX):
+        key = key[len(_OPT_PREFIX):].split('.', 1)[-1]
+    return key.startswith('head.')
+
+
 def _plain(obj):
     if hasattr(obj, 'to_dict'):
         return obj.to_dict()
@@ -427,9 +480,22 @@ def _jsonable(v):
     return v
 
 
+def default_hooks(cfg):
+    """``cfg.hooks`` when given; else logger/checkpoint/eval hooks from ``runtime`` plus ``custom_hooks``."""
+    if cfg.get('hooks') is not None:
+        return [_plain(h) for h in cfg.hooks]
+    runtime = cfg.get('runtime', {}) or {}
+    hooks = [dict(type='LoggerHook', interval=runtime.get('log_interval', 50)),
+             dict(type='CheckpointHook', interval=runtime.get('checkpoint_interval', 1),
+                  max_keep_ckpts=runtime.get('max_keep_ckpts', 3))]
+    if cfg.get('val_evaluators'):
+        hooks.append(dict(type='EvalHook', interval=runtime.get('eval_interval', 1)))
+    return hooks + [_plain(h) for h in cfg.get('custom_hooks', []) or []]
+
+
 def build_train_dataloader(cfg):
-    """Build ``cfg.train_dataloader`` through facekit.datasets, sharded by rank."""
-    from .. import datasets
+    """Build ``cfg.train_dataloader`` through facekit.datasets, sharded by rank (a FaceDataLoader)."""
+    from ..datasets import build_dataloader
     loader_cfg = _plain(cfg.train_dataloader)
-    return datasets.build_dataloader(loader_cfg, rank=dist.get_rank(), world_size=dist.get_world_size(),
-                                     seed=(cfg.get('runtime', {}) or {}).get('seed'))
+    seed = (cfg.get('runtime', {}) or {}).get('seed')
+    return build_dataloader(loader_cfg, rank=dist.get_rank(), world_size=dist.get_world_size(), seed=seed)

@@ -28,6 +28,14 @@ def _clip_masked_fn(factor, grad, mask):
     return grad * mult.astype(grad.dtype)
 
 
+_assign_lr = ops.MultitypeFuncGraph('assign_lr')
+
+
+@_assign_lr.register('Tensor', 'Tensor', 'Tensor')
+def _assign_lr_fn(lr, param, mult):
+    return ops.assign(param, lr * mult)
+
+
 @_scale_grad.register('Tensor', 'Tensor')
 def _scale_grad_fn(inv_scale, grad):
     return grad * inv_scale.astype(grad.dtype)
@@ -45,7 +53,10 @@ class TrainStep(nn.Cell):
             (default ``('backbone.',)``, as the reference clips only the backbone).
         grad_reducer: cell averaging gradients across ranks (data parallel), or None.
 
-    ``construct(img, label)`` returns ``(loss, finite)``: the unscaled loss (float32 scalar) and
+    ``construct(img, label, lr)`` (``lr`` a float32 scalar Tensor: the schedule's base lr for this
+    step, written into every parameter group's lr times its multiplier inside the graph; a
+    host-side ``Parameter.set_data`` after compilation is not seen by the compiled graph)
+    returns ``(loss, finite)``: the unscaled loss (float32 scalar) and
     whether every gradient was finite (bool scalar; when False the update was skipped and a
     dynamic scale was divided by its factor). The current scale is ``self.loss_scale``.
     """
@@ -77,8 +88,15 @@ class TrainStep(nn.Cell):
         self.clipped_names = [p.name for p, m in zip(self.weights, self.clip_masks) if float(m.asnumpy()) > 0]
         self.grad_reducer = grad_reducer
         self.use_reducer = grad_reducer is not None
+        from .optim import group_lr_params
+        lr_params = group_lr_params(optimizer)
+        mults = [g['lr_mult'] for g in getattr(optimizer, 'facekit_groups', [dict(lr_mult=1.0)] * len(lr_params))]
+        self.lr_params = ms.ParameterTuple(lr_params)
+        self.lr_mults = tuple(ms.Tensor(np.float32(m)) for m in mults)
 
-    def construct(self, img, label):
+    def construct(self, img, label, lr):
+        lr_set = self.hyper_map(ops.partial(_assign_lr, lr), self.lr_params, self.lr_mults)
+        img = ops.depend(img, lr_set)
         scale = self.loss_scale
         loss = self.model(img, label)
         sens = ops.fill(loss.dtype, loss.shape, 1.0) * scale.astype(loss.dtype)

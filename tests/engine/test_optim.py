@@ -84,7 +84,7 @@ def test_sgd_momentum_weight_decay_head_mult_two_steps_by_hand():
     P = {'W': W.astype(np.float64), 'b': b.astype(np.float64), 'H': H.astype(np.float64)}
     buf = {k: np.zeros_like(v) for k, v in P.items()}
     for _ in range(2):
-        step(ms.Tensor(x[None]), ms.Tensor(np.zeros(1, np.int32)))
+        step(ms.Tensor(x[None]), ms.Tensor(np.zeros(1, np.int32)), ms.Tensor(np.float32(lr)))
         g = dict(zip('WbH', _hand_grads(P['W'], P['b'], P['H'], x)))
         for k in P:
             d = g[k] + (wd * P[k] if k != 'b' else 0.0)   # bias is in the no-decay group
@@ -105,7 +105,7 @@ def test_adamw_matches_torch_formula_two_steps():
     m = {k: np.zeros_like(v) for k, v in P.items()}
     v = {k: np.zeros_like(v) for k, v in P.items()}
     for t in (1, 2):
-        step(ms.Tensor(x[None]), ms.Tensor(np.zeros(1, np.int32)))
+        step(ms.Tensor(x[None]), ms.Tensor(np.zeros(1, np.int32)), ms.Tensor(np.float32(lr)))
         g = dict(zip('WbH', _hand_grads(P['W'], P['b'], P['H'], x)))
         for k in P:
             m[k] = b1 * m[k] + (1 - b1) * g[k]

@@ -1,0 +1,5 @@
+# ViT-T (patch 9, 144 tokens) + ArcFace on MS1MV2 (reference table row): AdamW 1e-3, wd 0.1,
+# 40 epochs with 4 warmup epochs, batch 128/device.
+_base_ = ['../_base_/models/vit_t.py', '../_base_/datasets/ms1mv2.py',
+          '../_base_/schedules/adamw_vit.py', '../_base_/default_runtime.py']
+model = dict(head=dict(num_classes=85742, sample_rate=1.0))
