@@ -135,6 +135,62 @@ def finalize_onnx(model, export_batch, dynamic):
     return model
 
 
+def fuse_prelu(model):
+    """Replace MindSpore's PReLU pattern with single ``PRelu`` nodes (in place).
+
+    facekit's PReLU is ``relu(x) - w * relu(-x)`` (faster to train on MindSpore CPU), which exports
+    as Relu, Neg, Relu, Reshape(w), Mul, Sub. One ONNX ``PRelu`` computes the same function, is
+    what other runtimes fuse and optimise, and is what ``tools/convert_weights.py`` reads, so
+    facekit's own exports convert back. Returns the number of patterns replaced.
+    """
+    from onnx import helper, numpy_helper
+    graph = model.graph
+    producers = {o: n for n in graph.node for o in n.output}
+    users = {}
+    for n in graph.node:
+        for i in n.input:
+            users[i] = users.get(i, 0) + 1
+    inits = {i.name: i for i in graph.initializer}
+    remove, replace, new_inits = set(), {}, []
+    for sub in graph.node:
+        if sub.op_type != 'Sub':
+            continue
+        pos, mul = producers.get(sub.input[0]), producers.get(sub.input[1])
+        if pos is None or mul is None or pos.op_type != 'Relu' or mul.op_type != 'Mul':
+            continue
+        ins = [producers.get(i) for i in mul.input]
+        reshape = next((p for p in ins if p is not None and p.op_type == 'Reshape'), None)
+        neg_relu = next((p for p in ins if p is not None and p.op_type == 'Relu'), None)
+        neg = producers.get(neg_relu.input[0]) if neg_relu is not None else None
+        if reshape is None or neg is None or neg.op_type != 'Neg' or neg.input[0] != pos.input[0] \
+                or reshape.input[0] not in inits:
+            continue
+        if any(users.get(t, 0) != 1 for t in (pos.output[0], mul.output[0], neg_relu.output[0],
+                                                neg.output[0], reshape.output[0])):
+            continue  # an intermediate is used elsewhere: not a private PReLU
+        # The Reshape exists because x is NCHW: PRelu broadcasts a (C, 1, 1) slope the same way.
+        slope = numpy_helper.to_array(inits[reshape.input[0]]).astype(np.float32).reshape(-1, 1, 1)
+        name = f'{reshape.input[0]}.prelu_slope'
+        new_inits.append(numpy_helper.from_array(slope, name))
+        replace[id(sub)] = helper.make_node('PRelu', [pos.input[0], name], [sub.output[0]],
+                                            name=f'PRelu_{len(new_inits)}')
+        for n in (pos, mul, reshape, neg_relu, neg):
+            remove.add(id(n))
+        shape_src = producers.get(reshape.input[1])
+        if shape_src is not None and shape_src.op_type == 'Constant' and users.get(reshape.input[1], 0) == 1:
+            remove.add(id(shape_src))
+    if not replace:
+        return 0
+    nodes = [replace.get(id(n), n) for n in graph.node if id(n) not in remove]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {i for n in graph.node for i in n.input}
+    keep = [i for i in graph.initializer if i.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(keep + new_inits)
+    return len(replace)
+
+
 def run_onnx(path, batch):
     """Run an exported ONNX file with onnxruntime (CPU). batch: (N, 3, 112, 112) float32 -> (N, E)."""
     import onnxruntime as ort
@@ -186,6 +242,7 @@ def export_backbone(backbone, path, fmt='onnx', batch='dynamic', fp16=False, inp
     import onnx
     ms.export(cell, ms.Tensor(np.zeros(shape, np.float32)), file_name=path, file_format='ONNX')
     model = onnx.load(path + '.onnx')
+    fuse_prelu(model)
     finalize_onnx(model, shape[0], dynamic)
     onnx.checker.check_model(model)
     onnx.save(model, path + '.onnx')

@@ -1,17 +1,13 @@
 """Rewrite a MindSpore-exported ONNX graph into the shape PyTorch's exporter gives arcface_torch models.
 
-Downloads are impossible here, so the import tests start from our own exported model and make
-it look like an InsightFace file: PReLU as one ``PRelu`` node (MindSpore writes relu(x) - w*relu(-x)),
-BatchNorm folded into the preceding conv (torch eval-mode export), opaque weight names,
-optionally Gemm as MatMul + Add and input normalization baked in as Sub/Mul.
+Downloads are impossible here, so the import tests start from our own exported model (which
+already has PReLU as single ``PRelu`` nodes, see ``facekit.apis.export.fuse_prelu``) and make it
+look like an InsightFace file: BatchNorm folded into the preceding conv (torch eval-mode export),
+opaque weight names, optionally Gemm as MatMul + Add and input normalization baked in as Sub/Mul.
 """
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
-
-
-def _producers(graph):
-    return {o: n for n in graph.node for o in n.output}
 
 
 def _consumers(graph):
@@ -28,30 +24,6 @@ def _values(graph):
         if n.op_type == 'Constant':
             vals[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
     return vals
-
-
-def _replace_prelu(graph):
-    prod, vals = _producers(graph), _values(graph)
-    remove, new_nodes, new_inits = [], {}, []
-    for sub in [n for n in graph.node if n.op_type == 'Sub']:
-        pos, mul = prod.get(sub.input[0]), prod.get(sub.input[1])
-        if pos is None or mul is None or pos.op_type != 'Relu' or mul.op_type != 'Mul':
-            continue
-        ins = [prod.get(i) for i in mul.input]
-        reshape = next(p for p in ins if p is not None and p.op_type == 'Reshape')
-        neg_relu = next(p for p in ins if p is not None and p.op_type == 'Relu')
-        neg = prod[neg_relu.input[0]]
-        x = pos.input[0]
-        slope = vals[reshape.input[0]].reshape(-1, 1, 1).astype(np.float32)
-        sname = f'{sub.output[0]}_slope'
-        new_inits.append(numpy_helper.from_array(slope, sname))
-        new_nodes[id(sub)] = helper.make_node('PRelu', [x, sname], [sub.output[0]], name=f'PRelu_{sub.name}')
-        remove += [pos, mul, reshape, neg_relu, neg, prod.get(reshape.input[1])]
-    _rebuild(graph, remove, new_nodes)
-    used = {i for n in graph.node for i in n.input}
-    keep = [i for i in graph.initializer if i.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(keep + new_inits)
 
 
 def _rebuild(graph, remove, replace):
@@ -145,7 +117,6 @@ def torchify(model, fold_bn=True, matmul=False, bake_normalization=False):
     """Return a rewritten copy of ``model`` (``onnx.ModelProto``); see the module docstring."""
     model = onnx.ModelProto.FromString(model.SerializeToString())
     g = model.graph
-    _replace_prelu(g)
     if fold_bn:
         _fold_bn(g)
     if matmul:
