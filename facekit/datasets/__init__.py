@@ -1,8 +1,10 @@
 """facekit.datasets: readers (RecordIO, image folders), synthetic identities, verification
 .bin files, transforms and the MindSpore data loader builder."""
 from . import transforms  # noqa: F401  (fills TRANSFORMS)
-from .builder import DEFAULT_TRAIN_PIPELINE, ShardedShuffleSampler, build_dataloader, build_dataset  # noqa: F401
+from .builder import (DEFAULT_TRAIN_PIPELINE, FaceDataLoader, ShardedShuffleSampler,  # noqa: F401
+                      build_dataloader, build_dataset)
 from .image_folder import ImageFolderDataset  # noqa: F401
+from .mindrecord import MindRecordFaceDataset  # noqa: F401
 from .mx_face import MXFaceDataset  # noqa: F401
 from .recordio import (IndexedRecordIOReader, IndexedRecordIOWriter, IRHeader, RecordIOError,  # noqa: F401
                        RecordIOReader, RecordIOWriter, pack, pack_img, unpack, unpack_img)

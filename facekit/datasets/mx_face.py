@@ -141,6 +141,12 @@ class MXFaceDataset:
         key, payload = self._record(idx)
         return _first_label(unpack(payload)[0].label)
 
+    def get_encoded(self, idx):
+        """(encoded image bytes exactly as stored, int label) of sample ``idx``; no decoding."""
+        key, payload = self._record(idx)
+        header, buf = unpack(payload)
+        return buf, _first_label(header.label)
+
     def get_image(self, idx):
         """(H, W, 3) uint8 RGB of sample ``idx``."""
         key, payload = self._record(idx)

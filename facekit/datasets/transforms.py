@@ -1,7 +1,9 @@
 """Image transforms (TRANSFORMS registry), composable from config.
 
 A transform is a callable ``t(img) -> img`` on one sample. ``Compose`` chains them and
-carries the label through: ``Compose(cfgs)(img, label) -> (img, label)``.
+carries the label through: ``Compose(cfgs)(img, label) -> (img, label)``. A transform with
+an exact MindSpore C++ equivalent also has ``native()`` returning it; the MindRecord loader
+runs those in C++ (see mindrecord.py).
 
 Images enter as HWC uint8 RGB (or encoded bytes, for ``DecodeImage``) and usually leave as
 CHW float32 in [-1, 1] for the model: ``[..., dict(type='Normalize'), dict(type='ToCHW')]``.
@@ -82,6 +84,10 @@ class DecodeImage:
                              f'(starts with {bytes(buf[:8])!r})')
         return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
+    def native(self):
+        import mindspore.dataset.vision as msv
+        return msv.Decode()
+
     def __repr__(self):
         return 'DecodeImage()'
 
@@ -108,6 +114,12 @@ class Resize:
             return img
         return cv2.resize(img, (self.size[1], self.size[0]), interpolation=self._INTERP[self.interpolation])
 
+    def native(self):
+        import mindspore.dataset.vision as msv
+        inter = {'linear': msv.Inter.LINEAR, 'area': msv.Inter.AREA, 'cubic': msv.Inter.CUBIC,
+                 'nearest': msv.Inter.NEAREST}[self.interpolation]
+        return msv.Resize(list(self.size), interpolation=inter)
+
     def __repr__(self):
         return f'Resize(size={self.size}, interpolation={self.interpolation!r})'
 
@@ -123,6 +135,10 @@ class RandomHorizontalFlip:
         if _rng().random() < self.prob:
             return np.ascontiguousarray(img[:, ::-1])
         return img
+
+    def native(self):
+        import mindspore.dataset.vision as msv
+        return msv.RandomHorizontalFlip(self.prob)
 
     def __repr__(self):
         return f'RandomHorizontalFlip(prob={self.prob})'
@@ -141,6 +157,13 @@ class Normalize:
     def __call__(self, img):
         return (img.astype(np.float32) * np.float32(1.0 / 255.0) - self.mean) / self.std
 
+    def native(self):
+        # (x/255 - m)/s == (x - 255 m)/(255 s), per channel
+        import mindspore.dataset.vision as msv
+        mean = np.broadcast_to(self.mean, (3,)).astype(float) * 255.0
+        std = np.broadcast_to(self.std, (3,)).astype(float) * 255.0
+        return msv.Normalize(mean.tolist(), std.tolist())
+
     def __repr__(self):
         return f'Normalize(mean={self.mean}, std={self.std})'
 
@@ -153,6 +176,10 @@ class ToCHW:
         if img.ndim != 3:
             raise ValueError(f'ToCHW expects an HWC image, got shape {img.shape}')
         return np.ascontiguousarray(img.transpose(2, 0, 1))
+
+    def native(self):
+        import mindspore.dataset.vision as msv
+        return msv.HWC2CHW()
 
     def __repr__(self):
         return 'ToCHW()'
