@@ -65,10 +65,16 @@ def setup_runtime(device_target='auto', mode='graph', seed=None, device_id=None)
     ms.set_context(mode=modes[str(mode).lower()])
     if device_id is None:
         device_id = int(os.environ.get('DEVICE_ID', 0))
-    if target == 'CPU':
-        ms.set_device('CPU')
-    else:
-        ms.set_device(target, device_id)
+    try:
+        if target == 'CPU':
+            ms.set_device('CPU')
+        else:
+            ms.set_device(target, device_id)
+    except RuntimeError as e:
+        # MindSpore fixes the device once a kernel has run; re-selecting the same one is fine.
+        if ms.get_context('device_target') != target:
+            raise RuntimeError(f'cannot switch MindSpore to {target}: it already ran on '
+                               f"{ms.get_context('device_target')} in this process ({e})") from e
     if seed is not None:
         set_seed(seed)
     return target
