@@ -15,8 +15,13 @@ _STATE = {'initialized': False, 'rank': 0, 'world_size': 1}
 
 
 def launched_distributed():
-    """True inside a worker started by msrun (or another launcher that sets MindSpore's cluster env)."""
-    return os.environ.get('MS_ROLE') == 'MS_WORKER' and int(os.environ.get('MS_WORKER_NUM', '1')) > 1
+    """True inside a process started by msrun (or another launcher that sets MindSpore's cluster env).
+
+    msrun starts the script in N worker processes (``MS_ROLE=MS_WORKER``) and in one scheduler
+    process (``MS_ROLE=MS_SCHED``); both must call ``mindspore.communication.init()`` (the
+    scheduler's call serves the cluster and does not return to train).
+    """
+    return os.environ.get('MS_ROLE') in ('MS_WORKER', 'MS_SCHED')
 
 
 def init_dist(backend=None):

@@ -95,6 +95,10 @@ class LoggerHook(Hook):
         done = runner.iter - self._start_iter
         eta_s = run_elapsed / max(done, 1) * (runner.max_iters - runner.iter)
         loss_avg = self._loss_sum / self._count if self._count else float('nan')
+        if runner.world_size > 1:
+            # every rank runs this hook at the same iteration, so the collective lines up
+            from . import dist
+            loss_avg = float(dist.all_reduce_mean([loss_avg])[0])
         msg = (f'Epoch [{runner.epoch + 1}/{runner.max_epochs}][{done_in_epoch}/{runner.iters_per_epoch}] '
                f'iter {runner.iter}/{runner.max_iters}  lr: {rec["lr"]:.4e}  loss: {loss_avg:.4f}  '
                f'samples/s: {samples_per_sec:.1f}  data: {self._data_time / n_iters:.3f}s  '
