@@ -45,8 +45,10 @@ def face_folder(tmp_path):
 def test_folder2rec_then_rec2jpg_round_trip(tmp_path, face_folder):
     root, originals = face_folder
     rec_dir = tmp_path / 'rec'
-    with pytest.warns(RuntimeWarning, match='z_broken.jpg'):
+    with pytest.warns(RuntimeWarning) as caught:
         summary = _tool('folder2rec').convert(str(root), str(rec_dir), image_size=16, progress=False)
+    msgs = sorted(str(w.message) for w in caught)
+    assert len(msgs) == 2 and 'z_broken.jpg' in msgs[0] and 'only.jpg' in msgs[1]
     assert summary['images'] == 22 and summary['classes'] == 11 and summary['empty_identities'] == 1
     assert len(summary['skipped']) == 2 and summary['kept_bytes'] == 22
     names = (rec_dir / 'classes.txt').read_text().split()
@@ -127,3 +129,18 @@ def test_native_tail_equals_python_pipeline():
     assert native[0][0].shape == python[0][0].shape == (4, 3, 24, 24)
     np.testing.assert_allclose(native[0][0], python[0][0], atol=2 / 255 / 0.3)
     assert native[0][1].tolist() == python[0][1].tolist() == [0, 0, 1, 1]
+
+
+def test_make_bin_synthetic_and_floor(tmp_path, capsys):
+    out = tmp_path / 'held.bin'
+    tool = _tool('make_bin')
+    assert tool.main(['--synthetic', '--num-classes', '6', '--images-per-class', '3', '--num-pairs', '20',
+                      '--format', '.png', '--knob', 'rotation=0', '--knob', 'num_distractors=(0, 1)',
+                      '--output', str(out)]) == 0
+    from facekit.datasets import load_bin
+    images, issame = load_bin(out)
+    assert len(images) == 40 and issame.sum() == 10
+    assert tool.main(['--floor', str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "knobs={'rotation': 0, 'num_distractors': (0, 1)}" in text and 'raw-pixel floor' in text
+    assert tool.main(['--synthetic', '--knob', 'rotation=abc', '--output', str(out)]) == 2

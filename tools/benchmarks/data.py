@@ -71,13 +71,13 @@ def time_loader(loader, epochs):
     return rates[0], steady, n
 
 
-def run_generator(data_root, args, workers, mode):
+PIPELINE = [dict(type='RandomHorizontalFlip'), dict(type='Normalize'), dict(type='ToCHW')]
+
+
+def run_generator(dataset_cfg, args, workers, mode):
     from facekit.datasets import build_dataloader
     cfg = dict(batch_size=args.batch_size, num_workers=workers, shuffle=True, drop_remainder=True, seed=0,
-               python_multiprocessing=(mode == 'processes'),
-               dataset=dict(type='MXFaceDataset', data_root=data_root,
-                            pipeline=[dict(type='RandomHorizontalFlip'), dict(type='Normalize'),
-                                      dict(type='ToCHW')]))
+               python_multiprocessing=(mode == 'processes'), dataset=dataset_cfg)
     loader = build_dataloader(cfg)
     try:
         return time_loader(loader, args.epochs)
@@ -124,11 +124,15 @@ def main(argv=None):
         results.append(dict(pipeline='read+decode only (1 thread, no MindSpore)', workers=1, mode='-',
                             first=n_ref / (time.perf_counter() - t), steady=None, images=n_ref))
         cases = [(w, 'threads' if w == 1 else m) for w in args.workers for m in args.modes]
-        for w, mode in dict.fromkeys(cases):
-            first, steady, n = run_generator(data_root, args, w, mode)
-            results.append(dict(pipeline='GeneratorDataset + MXFaceDataset', workers=w, mode=mode,
-                                first=first, steady=steady, images=n))
-            print(f'GeneratorDataset workers={w} {mode}: first pass {first:.0f} img/s, steady {steady:.0f} img/s')
+        rec_cfg = dict(type='MXFaceDataset', data_root=data_root, pipeline=PIPELINE)
+        syn_cfg = dict(type='SyntheticIdentities', num_classes=args.num_classes,
+                       images_per_class=-(-args.num_images // args.num_classes), pipeline=PIPELINE)
+        for label, dcfg in (('GeneratorDataset + MXFaceDataset (.rec JPEG)', rec_cfg),
+                            ('GeneratorDataset + SyntheticIdentities (rendered)', syn_cfg)):
+            for w, mode in dict.fromkeys(cases):
+                first, steady, n = run_generator(dcfg, args, w, mode)
+                results.append(dict(pipeline=label, workers=w, mode=mode, first=first, steady=steady, images=n))
+                print(f'{label} workers={w} {mode}: first pass {first:.0f} img/s, steady {steady:.0f} img/s')
         if args.mindrecord:
             for w in args.workers:
                 first, steady, n = run_mindrecord(data_root, args, w, tmp)
