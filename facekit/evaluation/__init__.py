@@ -1,6 +1,7 @@
 """facekit.evaluation: the 10-fold verification protocol, TAR@FAR (IJB style), evaluators,
 tables, JSON and ROC plots."""
-from .embedding import DistInfo, as_embed_fn, batch_plan, decode_image, embed_images, to_model_input  # noqa: F401
+from .embedding import (DistInfo, as_embed_fn, batch_plan, decode_image, embed_images,  # noqa: F401
+                        inference_mode, to_model_input)
 from .evaluators import TarFarEvaluator, VerificationEvaluator, xnorm  # noqa: F401
 from .reporting import (format_mean_std, plot_roc, tar_far_table, verification_table,  # noqa: F401
                         write_json)

@@ -9,10 +9,13 @@ new rows are kept. Sharding over ranks assigns whole batches round-robin, so eve
 embedded inside exactly the same batch as in a single process and the gathered result is
 bit-identical to it.
 """
+import contextlib
+import weakref
+
 import numpy as np
 
-__all__ = ['IMAGE_SIZE', 'decode_image', 'to_model_input', 'batch_plan', 'as_embed_fn', 'DistInfo',
-           'embed_images', 'flip_sum']
+__all__ = ['IMAGE_SIZE', 'decode_image', 'to_model_input', 'batch_plan', 'as_embed_fn', 'inference_mode',
+           'DistInfo', 'embed_images', 'flip_sum']
 
 IMAGE_SIZE = 112
 
@@ -65,11 +68,14 @@ def batch_plan(n, batch_size):
     return plan
 
 
-class _ExtractCell:
-    """Build lazily: a Cell whose construct calls ``model.extract`` so graph mode compiles it."""
+# one wrapper per model, so every evaluator (lfw, cfp_fp, ...) reuses its compiled graph
+_EXTRACT_CELLS = weakref.WeakKeyDictionary()
 
-    @staticmethod
-    def make(model):
+
+def _extract_cell(model):
+    """A Cell whose construct calls ``model.extract``, so graph mode compiles the embedding path."""
+    cell = _EXTRACT_CELLS.get(model)
+    if cell is None:
         from mindspore import nn
 
         class ExtractCell(nn.Cell):
@@ -80,7 +86,32 @@ class _ExtractCell:
             def construct(self, x):
                 return self.inner.extract(x)
 
-        return ExtractCell(model)
+        cell = ExtractCell(model)
+        _EXTRACT_CELLS[model] = cell
+    return cell
+
+
+def _is_cell(obj):
+    try:
+        from mindspore import nn
+    except ImportError:  # a pure-NumPy embed_fn needs no MindSpore
+        return False
+    return isinstance(obj, nn.Cell)
+
+
+@contextlib.contextmanager
+def inference_mode(model_or_fn):
+    """Put a Cell in inference mode (BatchNorm running statistics, no dropout) for the block and
+    restore its previous mode afterwards, so evaluating during training leaves training on."""
+    if not _is_cell(model_or_fn):
+        yield
+        return
+    was_training = model_or_fn.training
+    model_or_fn.set_train(False)
+    try:
+        yield
+    finally:
+        model_or_fn.set_train(was_training)
 
 
 def as_embed_fn(model_or_fn):
@@ -88,18 +119,14 @@ def as_embed_fn(model_or_fn):
 
     Accepts such a callable as is, or a MindSpore ``nn.Cell``: a model with ``extract`` (a
     FaceRecognizer) is wrapped so only its embedding path runs, any other cell (a bare backbone)
-    is called directly. The cell is switched to inference mode (``set_train(False)``).
+    is called directly. Use inside ``inference_mode(model)`` for a cell.
     """
-    try:
-        from mindspore import Tensor, nn
-    except ImportError:  # a pure-NumPy embed_fn needs no MindSpore
-        nn = None
-    if nn is not None and isinstance(model_or_fn, nn.Cell):
-        model_or_fn.set_train(False)
-        cell = _ExtractCell.make(model_or_fn) if hasattr(model_or_fn, 'extract') else model_or_fn
-        cell.set_train(False)
+    if _is_cell(model_or_fn):
+        from mindspore import Tensor
+        cell = _extract_cell(model_or_fn) if hasattr(model_or_fn, 'extract') else model_or_fn
 
         def embed(batch):
+            cell.set_train(False)
             out = cell(Tensor(np.ascontiguousarray(batch, dtype=np.float32)))
             return np.asarray(out.asnumpy(), dtype=np.float32)
         return embed

@@ -9,7 +9,7 @@ import time
 import numpy as np
 
 from ..registry import DATASETS, EVALUATORS
-from .embedding import DistInfo, as_embed_fn, decode_image, embed_images, flip_sum
+from .embedding import as_embed_fn, decode_image, embed_images, flip_sum, inference_mode
 from .tar_far import DEFAULT_FARS, aggregate_templates, roc_curve, tar_at_far, template_pair_scores
 from .verification import equal_error_rate, l2_normalize, roc_auc, verification_metrics
 
@@ -87,9 +87,9 @@ class VerificationEvaluator:
         """Raw embeddings ``(raw, raw_flip)``, (2N, E) float32 each (``raw_flip`` None without flip)."""
         images, _ = self.load()
         source = self.bin_path or self.name
-        embed_fn = as_embed_fn(model_or_fn)
-        return embed_images(len(images), lambda i: decode_image(images[i], i, source), embed_fn,
-                            batch_size=self.batch_size, flip=self.flip, dist=dist)
+        with inference_mode(model_or_fn):
+            return embed_images(len(images), lambda i: decode_image(images[i], i, source),
+                                as_embed_fn(model_or_fn), batch_size=self.batch_size, flip=self.flip, dist=dist)
 
     def compute_metrics(self, raw, raw_flip=None):
         """Protocol metrics from raw embeddings of images 0..2N-1 (pair i = images 2i, 2i+1).
@@ -242,8 +242,10 @@ class TarFarEvaluator:
         """Embed all images, score all pairs, return TAR@FAR, AUC, EER and a thinned ROC."""
         paths, meta, first, second, labels = self._image_paths_and_pairs()
         t0 = time.perf_counter()
-        raw, raw_flip = embed_images(len(paths), lambda i: self._read_image(paths[i], i), as_embed_fn(model_or_fn),
-                                     batch_size=self.batch_size, flip=self.flip, dist=dist)
+        with inference_mode(model_or_fn):
+            raw, raw_flip = embed_images(len(paths), lambda i: self._read_image(paths[i], i),
+                                         as_embed_fn(model_or_fn), batch_size=self.batch_size, flip=self.flip,
+                                         dist=dist)
         seconds = time.perf_counter() - t0
         feats = flip_sum(raw, raw_flip)
         if meta is None:

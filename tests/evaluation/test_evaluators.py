@@ -175,9 +175,14 @@ def test_cell_with_extract_is_used():
         def extract(self, img):
             return ops.matmul(img.reshape(img.shape[0], -1), self.w)
 
-    from facekit.evaluation import as_embed_fn
+    from facekit.evaluation import as_embed_fn, inference_mode
     x = (np.random.default_rng(0).random((2, 3, 112, 112)).astype(np.float32) - 0.5) * 2
-    np.testing.assert_allclose(as_embed_fn(Toy())(x), linear_embed(x), rtol=1e-4, atol=1e-3)
+    toy = Toy()
+    toy.set_train(True)
+    with inference_mode(toy):
+        assert not toy.training
+        np.testing.assert_allclose(as_embed_fn(toy)(x), linear_embed(x), rtol=1e-4, atol=1e-3)
+    assert toy.training  # evaluation during training leaves the model in training mode
 
 
 def _write_image(root, rel, img):
