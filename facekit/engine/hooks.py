@@ -84,7 +84,8 @@ class LoggerHook(Hook):
         self._step_time += rec['step_time']
         if self._bar is not None:
             self._bar.update(1)
-        done_in_epoch = runner.iter - runner.epoch * runner.iters_per_epoch
+        epoch = (runner.iter - 1) // runner.iters_per_epoch     # the epoch this iteration belongs to
+        done_in_epoch = runner.iter - epoch * runner.iters_per_epoch
         if not (_every(runner.iter, self.interval) or done_in_epoch == runner.iters_per_epoch
                 or runner.iter == runner.max_iters):
             return
@@ -99,7 +100,7 @@ class LoggerHook(Hook):
             # every rank runs this hook at the same iteration, so the collective lines up
             from . import dist
             loss_avg = float(dist.all_reduce_mean([loss_avg])[0])
-        msg = (f'Epoch [{runner.epoch + 1}/{runner.max_epochs}][{done_in_epoch}/{runner.iters_per_epoch}] '
+        msg = (f'Epoch [{epoch + 1}/{runner.max_epochs}][{done_in_epoch}/{runner.iters_per_epoch}] '
                f'iter {runner.iter}/{runner.max_iters}  lr: {rec["lr"]:.4e}  loss: {loss_avg:.4f}  '
                f'samples/s: {samples_per_sec:.1f}  data: {self._data_time / n_iters:.3f}s  '
                f'step: {self._step_time / n_iters:.3f}s  eta: {datetime.timedelta(seconds=int(eta_s))}')
