@@ -190,10 +190,11 @@ def main(argv=None):
         log(f'evaluating {evaluator.name} ...', flush=True)
         results[evaluator.name] = evaluator.evaluate(backbone, dist=dist)
         r = results[evaluator.name]
-        if 'accuracy' in r:
-            log(f"[{evaluator.name}] XNorm: {r['xnorm']:f}  Accuracy-Flip: "
-                f"{reporting.format_mean_std(r['accuracy'], r['accuracy_std'])}  ({r['embed_seconds']:.1f} s)",
-                flush=True)
+        if 'accuracy' in r:  # the reference script's three lines
+            log(f"[{evaluator.name}]XNorm: {r['xnorm']:f}\n"
+                f"[{evaluator.name}]Accuracy: {reporting.format_mean_std(r['accuracy_noflip'], r['accuracy_noflip_std'])}\n"
+                f"[{evaluator.name}]Accuracy-Flip: {reporting.format_mean_std(r['accuracy'], r['accuracy_std'])}"
+                f"  ({r['embed_seconds']:.1f} s embedding)", flush=True)
     if rank != 0:
         return 0
 
