@@ -125,3 +125,32 @@ def test_infer_is_mindface_compatible_and_cached(ckpt, monkeypatch):
 def test_random_weights_warn():
     with pytest.warns(UserWarning, match='random initial weights'):
         FaceEmbedder(dict(type='_apis_test_tiny', embedding_size=8), None, device_target='CPU')
+
+
+def test_infer_tool_similarity_and_npy(ckpt, tmp_path, capsys):
+    import importlib.util
+    import os.path as osp
+
+    import cv2
+    spec = importlib.util.spec_from_file_location(
+        'infer_tool', osp.join(osp.dirname(__file__), '..', '..', 'tools', 'infer.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    cfg = tmp_path / 'cfg.py'
+    cfg.write_text("model = dict(type='FaceRecognizer', backbone=dict(type='_apis_test_tiny', embedding_size=8))\n")
+    faces = _faces(2, seed=10)
+    for i in range(2):
+        cv2.imwrite(str(tmp_path / f'{i}.png'), faces[i][:, :, ::-1])
+    raw = _by_hand(ckpt[1], faces)
+    expected = float(raw[0] @ raw[1] / np.linalg.norm(raw[0]) / np.linalg.norm(raw[1]))
+    assert tool.main([str(cfg), ckpt[0], str(tmp_path / '0.png'), str(tmp_path / '1.png'),
+                      '--threshold', str(expected - 0.01)]) == 0
+    out = capsys.readouterr().out
+    assert f'cosine similarity {expected:.4f}' in out and 'same person' in out
+    npy = str(tmp_path / 'e.npy')
+    folder = tmp_path / 'faces'
+    folder.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(folder / f'{i}.png'), faces[i][:, :, ::-1])
+    assert tool.main([str(cfg), ckpt[0], str(folder), '--save-npy', npy]) == 0
+    np.testing.assert_allclose(np.load(npy), raw / np.linalg.norm(raw, axis=1, keepdims=True), atol=1e-6)

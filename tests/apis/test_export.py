@@ -16,7 +16,7 @@ from .calibration import calibrate_bn
 
 def _calibrated(name):
     net = BACKBONES.build(dict(type=name))
-    x = np.random.default_rng(0).uniform(-1, 1, (4, 3, 112, 112)).astype(np.float32)
+    x = np.random.default_rng(0).uniform(-1, 1, (8, 3, 112, 112)).astype(np.float32)
     return calibrate_bn(net, x)
 
 

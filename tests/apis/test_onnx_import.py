@@ -17,7 +17,7 @@ from . import tiny_backbone  # noqa: F401
 from .calibration import calibrate_bn
 from .torchify import torchify
 
-X = np.random.default_rng(0).uniform(-1, 1, (4, 3, 112, 112)).astype(np.float32)
+X = np.random.default_rng(0).uniform(-1, 1, (8, 3, 112, 112)).astype(np.float32)
 
 
 def _torch_style_onnx(name, tmp_path, **kw):
