@@ -45,20 +45,26 @@ def _range(value, name, symmetric):
     return (-v, v) if symmetric else (0.0, v)
 
 
-def _draw_blobs(canvas, rng, count, centre_lo, centre_hi, sigma, amplitude):
-    """Add ``count`` signed coloured elliptic Gaussian blobs to ``canvas`` (H, W, 3) in place.
+def _blob_params(rng, count, centre_lo, centre_hi, sigma, amplitude, size):
+    """(count, 8) float64 blob table: cx, cy, sx, sy, theta, r, g, b (pixels of a ``size`` canvas)."""
+    unit = size / 112.0
+    p = np.empty((count, 8))
+    for i in range(count):  # one blob after another, so a blob's draw never depends on ``count``
+        p[i, 0:2] = rng.uniform(centre_lo * size, centre_hi * size, size=2)
+        p[i, 2:4] = rng.uniform(sigma[0], sigma[1], size=2) * unit
+        p[i, 4] = rng.uniform(0, np.pi)
+        p[i, 5:8] = rng.uniform(-1.0, 1.0, size=3) * amplitude
+    return p
+
+
+def _draw_blobs(canvas, params):
+    """Add signed coloured elliptic Gaussian blobs (rows of ``_blob_params``) to ``canvas`` in place.
 
     Each blob is evaluated only inside its 3-sigma box (the tail beyond adds < 1.2% of the
     peak), which keeps a 112 px image with a dozen blobs near a millisecond.
     """
     h, w = canvas.shape[:2]
-    unit = w / 112.0
-    for _ in range(count):
-        cx = rng.uniform(centre_lo * w, centre_hi * w)
-        cy = rng.uniform(centre_lo * h, centre_hi * h)
-        sx, sy = rng.uniform(sigma[0], sigma[1], size=2) * unit
-        theta = rng.uniform(0, np.pi)
-        colour = rng.uniform(-1.0, 1.0, size=3).astype(np.float32) * np.float32(amplitude)
+    for cx, cy, sx, sy, theta, cr, cg, cb in params:
         r = 3.0 * max(sx, sy)
         x0, x1 = max(0, int(cx - r)), min(w, int(cx + r) + 2)
         y0, y1 = max(0, int(cy - r)), min(h, int(cy + r) + 2)
@@ -71,7 +77,7 @@ def _draw_blobs(canvas, rng, count, centre_lo, centre_hi, sigma, amplitude):
         u = xs * c + ys * s
         v = ys * c2 - xs * s2
         layer = np.exp(np.float32(-0.5) * (u * u + v * v))
-        canvas[y0:y1, x0:x1] += layer[:, :, None] * colour
+        canvas[y0:y1, x0:x1] += layer[:, :, None] * np.array([cr, cg, cb], dtype=np.float32)
 
 
 _NOISE_BANK = {}
@@ -91,7 +97,8 @@ def _noise_bank(size):
 
 
 def render_identity_image(identity, index, seed=0, image_size=112, *, num_blobs=8,
-                          blob_sigma=(4.0, 12.0), blob_amplitude=0.55, rotation=25.0,
+                          blob_sigma=(4.0, 12.0), blob_amplitude=0.55, part_jitter=0.0,
+                          part_scale_jitter=0.0, rotation=25.0,
                           shift=8.0, scale_jitter=0.1, colour_jitter=0.3, brightness=0.25,
                           num_distractors=(2, 5), distractor_sigma=(3.0, 10.0),
                           distractor_amplitude=0.5, occluder_prob=0.3,
@@ -113,14 +120,24 @@ def render_identity_image(identity, index, seed=0, image_size=112, *, num_blobs=
     # Identity structure: a neutral grey canvas plus the identity's blobs, kept inside
     # the central region so pose jitter does not push them off the image.
     canvas = np.full((half, half, 3), 0.5, dtype=np.float32)
-    _draw_blobs(canvas, id_rng, int(num_blobs), 0.22, 0.78, blob_sigma, blob_amplitude)
+    parts = _blob_params(id_rng, int(num_blobs), 0.22, 0.78, blob_sigma, blob_amplitude, half)
+    # Parts move a little on their own from image to image (expression, not pose): the
+    # identity is the configuration, not an exact pixel pattern.
+    pj_lo, pj_hi = _range(part_jitter, 'part_jitter', symmetric=True)
+    ps_lo, ps_hi = _range(part_scale_jitter, 'part_scale_jitter', symmetric=True)
+    n = len(parts)
+    if pj_lo != pj_hi:  # no draws when off, so the other nuisances keep their random streams
+        parts[:, 0:2] += img_rng.uniform(pj_lo, pj_hi, size=(n, 2)) * (half / 112.0)
+    if ps_lo != ps_hi:
+        parts[:, 2:4] *= 1.0 + img_rng.uniform(ps_lo, ps_hi, size=(n, 2))
+    _draw_blobs(canvas, parts)
 
     # Distractors: blobs that belong to no identity, anywhere on the image. Drawn before
     # the warp, they land at a uniformly random place all the same.
     d_lo, d_hi = (num_distractors, num_distractors) if np.isscalar(num_distractors) \
         else (int(num_distractors[0]), int(num_distractors[1]))
     n_distract = int(img_rng.integers(d_lo, d_hi + 1))
-    _draw_blobs(canvas, img_rng, n_distract, 0.0, 1.0, distractor_sigma, distractor_amplitude)
+    _draw_blobs(canvas, _blob_params(img_rng, n_distract, 0.0, 1.0, distractor_sigma, distractor_amplitude, half))
 
     # Pose: similarity transform about the centre (degrees, relative scale, pixels).
     rot_lo, rot_hi = _range(rotation, 'rotation', symmetric=True)
@@ -184,6 +201,9 @@ class SyntheticIdentities:
         num_blobs: identity blobs per identity (more = richer, harder-to-memorise identity).
         blob_sigma: (min, max) blob axis std in pixels at 112 px.
         blob_amplitude: max per-channel blob amplitude, in [0, 1] image units.
+        part_jitter: per-image shift of each identity blob on its own, pixels at 112 px,
+            uniform in [-p, p] per axis (expression-like change of the configuration).
+        part_scale_jitter: per-image relative change of each identity blob's size, [-q, q].
         rotation: in-plane rotation in degrees, uniform in [-r, r] (or a (lo, hi) pair).
         shift: translation in pixels at 112 px, uniform in [-s, s] per axis.
         scale_jitter: relative scale change, uniform in [-j, j].
@@ -198,7 +218,8 @@ class SyntheticIdentities:
         noise_std: std of additive Gaussian pixel noise, image units (255 = 1).
     """
 
-    KNOBS = ('num_blobs', 'blob_sigma', 'blob_amplitude', 'rotation', 'shift', 'scale_jitter',
+    KNOBS = ('num_blobs', 'blob_sigma', 'blob_amplitude', 'part_jitter', 'part_scale_jitter', 'rotation',
+             'shift', 'scale_jitter',
              'colour_jitter', 'brightness', 'num_distractors', 'distractor_sigma',
              'distractor_amplitude', 'occluder_prob', 'occluder_size', 'blur_sigma', 'noise_std')
 

@@ -187,7 +187,7 @@ class ToCHW:
 
 @TRANSFORMS.register_module()
 class RandomDownUpResize:
-    """With probability ``prob`` shrink to a random side in ``min_size..H`` and scale back.
+    """With probability ``prob`` shrink to a random side in ``min_size..H-1`` and scale back.
 
     Simulates low-resolution captures (the field's "random down-resize" augmentation).
     """
@@ -201,7 +201,9 @@ class RandomDownUpResize:
         if rng.random() >= self.prob:
             return img
         h, w = img.shape[:2]
-        side = int(rng.integers(min(self.min_size, h), h + 1))
+        if h <= 1:
+            return img
+        side = int(rng.integers(min(self.min_size, h - 1), h))  # strictly smaller than h
         small = cv2.resize(img, (max(1, side * w // h), side), interpolation=cv2.INTER_AREA)
         return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
 

@@ -319,7 +319,7 @@ def decode_pairs(images, image_size=None):
     return np.stack(out)
 
 
-def raw_pixel_floor(bin_or_pairs, nfolds=10, flip=False):
+def raw_pixel_floor(bin_or_pairs, nfolds=10, flip=False, standardize=False):
     """Verification accuracy of raw pixels: the floor a trained model must clear.
 
     Each image is normalized ``(x/255 - 0.5)/0.5``, flattened (optionally summed with its
@@ -331,6 +331,9 @@ def raw_pixel_floor(bin_or_pairs, nfolds=10, flip=False):
     Args:
         bin_or_pairs: a .bin path or an ``(images, issame)`` pair as from ``load_bin``.
         flip: sum each image with its mirror before normalizing.
+        standardize: first subtract each image's per-channel mean and divide by its std,
+            which undoes global brightness/colour casts; this stricter floor shows how much
+            of the task such a one-line normalization already solves.
     Returns:
         dict(accuracy, accuracy_std, best_threshold, auc, num_pairs).
     """
@@ -341,6 +344,10 @@ def raw_pixel_floor(bin_or_pairs, nfolds=10, flip=False):
     else:
         images, issame = bin_or_pairs
     pix = decode_pairs(images).astype(np.float32) / np.float32(127.5) - np.float32(1.0)
+    if standardize:
+        mean = pix.mean(axis=(1, 2), keepdims=True)
+        std = pix.std(axis=(1, 2), keepdims=True)
+        pix = (pix - mean) / (std + np.float32(1e-6))
     if flip:
         pix = pix + pix[:, :, ::-1]
     x = l2_normalize(pix.reshape(len(pix), -1))

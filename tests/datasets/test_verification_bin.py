@@ -132,3 +132,24 @@ def test_raw_pixel_floor_on_identical_pairs():
     images = [a, a, a, b] * 10
     issame = np.array([True, False] * 10)
     assert raw_pixel_floor((images, issame))['accuracy'] == 1.0
+
+
+def test_raw_pixel_floor_standardize_undoes_colour_casts():
+    # "Different" pairs: a texture and a noisy variant of it (close in raw pixels).
+    # "Same" pairs: a texture and itself under a strong per-channel gain and offset (far in
+    # raw pixels). Raw pixels get this backwards; per-image standardization is exact.
+    rng = np.random.default_rng(0)
+
+    def enc(x):
+        return cv2.imencode('.png', np.clip(np.round(x), 0, 255).astype(np.uint8))[1].tobytes()
+    images, issame = [], []
+    for k in range(20):
+        tex = rng.integers(80, 170, (8, 8, 3)).astype(float)
+        if k % 2 == 0:
+            images += [enc(tex), enc(tex * np.array([0.5, 1.4, 0.7]) + np.array([-30, -40, 60]))]
+        else:
+            images += [enc(tex), enc(tex + rng.normal(0, 25, tex.shape))]
+        issame.append(k % 2 == 0)
+    pairs = (images, np.array(issame))
+    assert raw_pixel_floor(pairs, standardize=True)['accuracy'] == 1.0
+    assert raw_pixel_floor(pairs)['accuracy'] <= 0.6
