@@ -117,13 +117,20 @@ def final_evaluation(runner, cfg):
         for ev in runner.evaluators:
             r = results[ev.name]
             pairs = ev.load()
-            # The stricter of the plain and flip-summed raw-pixel floors on the same pairs.
-            floors = [raw_pixel_floor(pairs, nfolds=ev.nfolds, flip=f) for f in (False, True)]
+            # The strictest raw-pixel floor on the same pairs: plain or flip-summed pixels, with or
+            # without per-image standardization (which undoes global colour casts).
+            floors = []
+            for flip in (False, True):
+                for standardize in (False, True):
+                    f = raw_pixel_floor(pairs, nfolds=ev.nfolds, flip=flip, standardize=standardize)
+                    f['variant'] = f"{'flip' if flip else 'plain'}{'+standardized' if standardize else ''}"
+                    floors.append(f)
             floor = max(floors, key=lambda f: f['accuracy'])
+            out[ev.name]['raw_pixel_floor_variant'] = floor['variant']
             out[ev.name]['raw_pixel_floor'] = floor['accuracy']
             out[ev.name]['raw_pixel_floor_std'] = floor['accuracy_std']
             rows.append([ev.name, format_mean_std(r['accuracy'], r['accuracy_std']),
-                         format_mean_std(floor['accuracy'], floor['accuracy_std']),
+                         f"{format_mean_std(floor['accuracy'], floor['accuracy_std'])} ({floor['variant']})",
                          f"{r['accuracy'] - floor['accuracy']:+.5f}"])
         print(_table(rows, 'held-out verification vs the raw-pixel floor'))
     path = write_json(out, osp.join(runner.work_dir, 'eval_results.json'))

@@ -1,0 +1,170 @@
+"""Training-step benchmark: samples/sec and peak RSS of facekit's compiled train step.
+
+    python tools/benchmark.py train --backbone iresnet18 --batch-size 32 --steps 10
+    python tools/benchmark.py train --backbone mobilefacenet vit_t --breakdown
+    python tools/benchmark.py train --config configs/arcface/mbf_synthetic_cpu.py --batch-size 64
+
+One step = forward, backward, gradient clipping and the SGD-momentum update, the same
+``TrainStep`` cell the Runner compiles (graph mode), on random inputs, so data loading is not
+counted (see ``benchmark.py data`` for that). The head is a PartialFC head with all
+``--num-classes`` centres (rate 1.0, i.e. a normalized FC) and ArcFace loss, as in the
+reference trainer's measurement. The first ``--warmup`` steps (compilation) are reported apart.
+``--breakdown`` also times the forward alone and forward+backward, to show where time goes.
+Each backbone runs in its own process so peak RSS is per backbone.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import resource
+import subprocess
+import sys
+import time
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog='python tools/benchmark.py train', description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--backbone', nargs='+', default=['iresnet18'], help='registered backbone name(s)')
+    p.add_argument('--config', help="take model (backbone, head, loss) from this config instead")
+    p.add_argument('--batch-size', type=int, default=32)
+    p.add_argument('--steps', type=int, default=10, help='timed steps')
+    p.add_argument('--warmup', type=int, default=2, help='untimed first steps (compilation)')
+    p.add_argument('--num-classes', type=int, default=1000, help='head classes (without --config)')
+    p.add_argument('--mode', default='graph', choices=['graph', 'pynative'])
+    p.add_argument('--jit-level', default=None, help="MindSpore jit_level (O0, O1, O2); default: MindSpore's")
+    p.add_argument('--threads', type=int, default=None, help='runtime_num_threads (default: MindSpore picks)')
+    p.add_argument('--breakdown', action='store_true', help='also time forward and forward+backward')
+    p.add_argument('--json', action='store_true', help='print one JSON object per backbone instead of a table')
+    p.add_argument('--_child', action='store_true', help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def _time(fn, steps, warmup):
+    t0 = time.perf_counter()
+    for _ in range(warmup):
+        fn()
+    first = time.perf_counter() - t0
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    times.sort()
+    return first, times[len(times) // 2], sum(times) / len(times)
+
+
+def run_one(args, backbone):
+    """Measure one backbone in this process; returns a dict of figures."""
+    import numpy as np
+    from facekit.utils.runtime import setup_runtime
+    setup_runtime('CPU', args.mode, seed=0)
+    import mindspore as ms
+    if args.jit_level:
+        ms.set_context(jit_config={'jit_level': args.jit_level})
+    if args.threads:
+        ms.set_context(runtime_num_threads=args.threads)
+    import facekit  # noqa: F401
+    from facekit.engine.amp import LossScaleConfig
+    from facekit.engine.optim import SGD
+    from facekit.engine.train_step import TrainStep
+    from facekit.registry import MODELS
+    if args.config:
+        from facekit.config import Config
+        model_cfg = Config.fromfile(args.config).model.to_dict()
+        backbone = model_cfg['backbone']['type']
+    else:
+        model_cfg = dict(type='FaceRecognizer', backbone=dict(type=backbone, embedding_size=512),
+                         head=dict(type='PartialFCHead', embedding_size=512, num_classes=args.num_classes),
+                         loss=dict(type='ArcFaceLoss'))
+    model = MODELS.build(model_cfg)
+    num_classes = model_cfg['head']['num_classes']
+    params = sum(int(np.prod(p.shape)) for p in model.backbone.trainable_params())
+    opt = SGD(model, lr=0.1, momentum=0.9, weight_decay=5e-4)
+    step = TrainStep(model, opt, LossScaleConfig('none'), clip_grad_norm=5.0)
+    step.set_train()
+    rng = np.random.default_rng(0)
+    img = ms.Tensor(rng.standard_normal((args.batch_size, 3, 112, 112)).astype(np.float32))
+    label = ms.Tensor(rng.integers(0, num_classes, args.batch_size).astype(np.int32))
+    lr = ms.Tensor(np.float32(0.01))
+    result = dict(backbone=backbone, batch_size=args.batch_size, mode=args.mode, params_m=params / 1e6,
+                  jit_level=args.jit_level or 'default', threads=args.threads or 'default')
+    if args.breakdown:
+        class Fwd(ms.nn.Cell):
+            def __init__(self, m):
+                super().__init__()
+                self.m = m
+
+            def construct(self, x, y):
+                return self.m(x, y)
+
+        class FwdBwd(ms.nn.Cell):
+            def __init__(self, m, weights):
+                super().__init__()
+                self.m = m
+                self.weights = weights
+                self.grad = ms.ops.GradOperation(get_by_list=True)
+
+            def construct(self, x, y):
+                return self.grad(self.m, self.weights)(x, y)
+
+        fwd = Fwd(model)
+        fwdbwd = FwdBwd(model, opt.parameters)
+        _, result['forward_s'], _ = _time(lambda: fwd(img, label).asnumpy(), args.steps, args.warmup)
+        _, result['forward_backward_s'], _ = _time(lambda: fwdbwd(img, label)[0].asnumpy(), args.steps, args.warmup)
+    first, median, mean = _time(lambda: step(img, label, lr)[0].asnumpy(), args.steps, args.warmup)
+    result.update(first_steps_s=first, step_s=median, mean_step_s=mean,
+                  samples_per_s=args.batch_size / median,
+                  peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
+    return result
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args._child:
+        print('RESULT ' + json.dumps(run_one(args, args.backbone[0])), flush=True)
+        return 0
+    names = [None] if args.config else args.backbone
+    rows = []
+    for name in names:
+        child = [sys.executable, osp.abspath(__file__), '--_child', '--batch-size', str(args.batch_size),
+                 '--steps', str(args.steps), '--warmup', str(args.warmup), '--num-classes', str(args.num_classes),
+                 '--mode', args.mode]
+        child += ['--config', args.config, '--backbone', 'from-config'] if args.config else ['--backbone', name]
+        if args.jit_level:
+            child += ['--jit-level', args.jit_level]
+        if args.threads:
+            child += ['--threads', str(args.threads)]
+        if args.breakdown:
+            child.append('--breakdown')
+        proc = subprocess.run(child, capture_output=True, text=True, env=dict(os.environ))
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith('RESULT ')]
+        if proc.returncode != 0 or not lines:
+            print(f'benchmark of {name or args.config} failed:\n{proc.stderr[-3000:]}', file=sys.stderr)
+            return 1
+        r = json.loads(lines[-1][len('RESULT '):])
+        rows.append(r)
+        if args.json:
+            print(json.dumps(r))
+    if not args.json:
+        head = '| backbone | batch | mode | jit_level | samples/s | step (s) | first steps (s) | peak RSS (MB)'
+        head += ' | forward (s) | fwd+bwd (s) |' if args.breakdown else ' |'
+        print(head)
+        print('|' + '---|' * (head.count('|') - 1))
+        for r in rows:
+            line = (f"| {r['backbone']} | {r['batch_size']} | {r['mode']} | {r['jit_level']} | "
+                    f"{r['samples_per_s']:.1f} | {r['step_s']:.3f} | {r['first_steps_s']:.1f} | {r['peak_rss_mb']:.0f}")
+            if args.breakdown:
+                line += f" | {r['forward_s']:.3f} | {r['forward_backward_s']:.3f} |"
+            else:
+                line += ' |'
+            print(line)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
