@@ -89,3 +89,17 @@ def test_part_jitter_moves_parts_but_keeps_other_streams():
     # off by default: same pixels as passing 0 explicitly (no extra random draws)
     assert np.array_equal(SyntheticIdentities(2, 2, seed=1)[3][0],
                           SyntheticIdentities(2, 2, seed=1, part_jitter=0, part_scale_jitter=0)[3][0])
+
+
+def test_cache_same_pixels_and_loader_accepts_read_only_images():
+    from facekit.datasets import build_dataloader
+    cached = SyntheticIdentities(3, 2, image_size=32, cache=True)
+    plain = SyntheticIdentities(3, 2, image_size=32)
+    first = cached.get_image(4)
+    assert cached.get_image(4) is first and np.array_equal(first, plain.get_image(4))
+    cfg = dict(batch_size=3, shuffle=False, dataset=SyntheticIdentities(
+        3, 2, image_size=32, cache=True, pipeline=[dict(type='RandomHorizontalFlip', prob=1.0),
+                                                  dict(type='Normalize'), dict(type='ToCHW')]))
+    for _ in range(2):  # second pass is served from the cache
+        img, label = next(iter(build_dataloader(cfg)))
+        np.testing.assert_allclose(img[1], plain.get_image(1)[:, ::-1].transpose(2, 0, 1) / 127.5 - 1, atol=1e-6)

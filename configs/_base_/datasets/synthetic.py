@@ -5,7 +5,9 @@
 # Experiments set model.head.num_classes to train_dataloader.dataset.num_classes (200).
 train_dataloader = dict(
     batch_size=64,
-    num_workers=2,
+    # One worker: on 2 cores more Python workers only compete with the train step
+    # (docs/benchmarks.md, "Data loading").
+    num_workers=1,
     shuffle=True,
     drop_remainder=True,
     dataset=dict(
@@ -14,6 +16,7 @@ train_dataloader = dict(
         images_per_class=40,
         image_size=112,
         seed=0,
+        cache=True,          # render each image once (8000 x 37.6 KB = 301 MB), later epochs are free
         pipeline=[
             # the evaluator's flip test embeds mirrored images too, so train on mirrors as well
             dict(type='RandomHorizontalFlip', prob=0.5),
