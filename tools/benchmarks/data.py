@@ -38,6 +38,8 @@ def parse_args(argv):
                    help='python worker kind for num_workers > 1')
     p.add_argument('--epochs', type=int, default=3, help='passes per configuration (first = warm-up)')
     p.add_argument('--mindrecord', action='store_true', help='also time MindDataset over a .mindrecord copy')
+    p.add_argument('--python-transforms', action='store_true',
+                   help='also time the .rec pipeline with every transform in Python (native_transforms=False)')
     p.add_argument('--json', help='write the results here as JSON')
     return p.parse_args(argv)
 
@@ -74,10 +76,10 @@ def time_loader(loader, epochs):
 PIPELINE = [dict(type='RandomHorizontalFlip'), dict(type='Normalize'), dict(type='ToCHW')]
 
 
-def run_generator(dataset_cfg, args, workers, mode):
+def run_generator(dataset_cfg, args, workers, mode, native=True):
     from facekit.datasets import build_dataloader
     cfg = dict(batch_size=args.batch_size, num_workers=workers, shuffle=True, drop_remainder=True, seed=0,
-               python_multiprocessing=(mode == 'processes'), dataset=dataset_cfg)
+               python_multiprocessing=(mode == 'processes'), native_transforms=native, dataset=dataset_cfg)
     loader = build_dataloader(cfg)
     try:
         return time_loader(loader, args.epochs)
@@ -127,10 +129,13 @@ def main(argv=None):
         rec_cfg = dict(type='MXFaceDataset', data_root=data_root, pipeline=PIPELINE)
         syn_cfg = dict(type='SyntheticIdentities', num_classes=args.num_classes,
                        images_per_class=-(-args.num_images // args.num_classes), pipeline=PIPELINE)
-        for label, dcfg in (('GeneratorDataset + MXFaceDataset (.rec JPEG)', rec_cfg),
-                            ('GeneratorDataset + SyntheticIdentities (rendered)', syn_cfg)):
+        runs = [('GeneratorDataset + MXFaceDataset (.rec JPEG)', rec_cfg, True)]
+        if args.python_transforms:
+            runs.append(('GeneratorDataset + MXFaceDataset (.rec JPEG), all-Python transforms', rec_cfg, False))
+        runs.append(('GeneratorDataset + SyntheticIdentities (rendered)', syn_cfg, True))
+        for label, dcfg, native in runs:
             for w, mode in dict.fromkeys(cases):
-                first, steady, n = run_generator(dcfg, args, w, mode)
+                first, steady, n = run_generator(dcfg, args, w, mode, native)
                 results.append(dict(pipeline=label, workers=w, mode=mode, first=first, steady=steady, images=n))
                 print(f'{label} workers={w} {mode}: first pass {first:.0f} img/s, steady {steady:.0f} img/s')
         if args.mindrecord:
