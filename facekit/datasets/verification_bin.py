@@ -96,7 +96,8 @@ def _numpy_scalar(dtype, raw=b''):
 def _codecs_encode(text, encoding='utf-8'):
     # Python 3 pickles bytes at protocol < 3 as _codecs.encode(str, 'latin1').
     if not isinstance(text, str) or encoding not in ('latin1', 'latin-1'):
-        raise UnsafeFileError(f'_codecs.encode is admitted only as (str, "latin1"), got ({type(text).__name__}, {encoding!r})')
+        raise UnsafeFileError(f'_codecs.encode is admitted only as (str, "latin1"), '
+                              f'got ({type(text).__name__}, {encoding!r})')
     return text.encode('latin1')
 
 

@@ -23,7 +23,7 @@ def test_recordio_bases_point_at_their_folders():
 
 def test_synthetic_base_builds_and_holds_out_identities():
     cfg = Config.fromfile(osp.join(BASE, 'synthetic.py'))
-    loader_cfg = cfg.train_dataloader.to_dict() if hasattr(cfg.train_dataloader, 'to_dict') else dict(cfg.train_dataloader)
+    loader_cfg = cfg.to_dict()['train_dataloader']
     loader_cfg['dataset'] = dict(loader_cfg['dataset'], num_classes=4, images_per_class=2)
     loader_cfg['batch_size'] = 4
     img, label = next(iter(build_dataloader(loader_cfg)))
