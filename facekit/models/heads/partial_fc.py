@@ -7,7 +7,7 @@ Rank r of W holds ``num_local = C // W + (r < C % W)`` consecutive class centres
 ``C // W * r + min(r, C % W)``. Each step the embeddings and labels of all ranks are all-gathered;
 each rank keeps every positive class of the global batch that it owns plus uniformly sampled
 negatives, computes cosine logits against the kept centres only, and the softmax cross-entropy is
-assembled across ranks (all-reduce of row max and of the sum of exponentials: see
+assembled across ranks (max over ranks of the row maxima, all-reduced sum of exponentials: see
 ``losses/cross_entropy.py``), so the loss equals a full softmax over all ranks' kept classes.
 
 Fixed-size sampling (graph mode needs static shapes): the kept set has
@@ -30,7 +30,7 @@ from ...registry import HEADS
 from ..losses.cross_entropy import SoftmaxCrossEntropy
 from .norm_fc import _centres, cosine_logits
 
-__all__ = ['PartialFCHead', 'shard_range', 'communication_initialized']
+__all__ = ['PartialFCHead', 'AllGatherRows', 'shard_range', 'communication_initialized']
 
 
 def communication_initialized():
@@ -45,6 +45,38 @@ def shard_range(num_classes, rank, world_size):
         raise ValueError(f'rank {rank} is outside world_size {world_size}')
     base, extra = divmod(num_classes, world_size)
     return base * rank + min(rank, extra), base + (1 if rank < extra else 0)
+
+
+class AllGatherRows(nn.Cell):
+    """All-gather (B, ...) rows of every rank into (W*B, ...), rank order, with a written-out gradient.
+
+    The backward all-reduces (sums) the upstream gradient and keeps this rank's rows: every rank
+    computes the same global loss, so a row's gradient is the sum of the pieces each rank's class
+    shard contributes. (MindSpore's own AllGather backward is a ReduceScatter, which has no CPU
+    kernel.) With ``differentiable=False`` (integer labels) the backward is zero and communicates
+    nothing.
+
+    Args:
+        rank: this process's rank.
+        differentiable: pass the gradient back (float rows) or not (labels).
+    """
+
+    def __init__(self, rank, differentiable=True):
+        super().__init__()
+        self.rank = rank
+        self.differentiable = differentiable
+        self.all_gather = ops.AllGather()
+        if differentiable:
+            self.all_reduce = ops.AllReduce(ops.ReduceOp.SUM)
+
+    def construct(self, x):
+        return self.all_gather(x)
+
+    def bprop(self, x, out, dout):
+        if not self.differentiable:
+            return (ops.zeros_like(x),)
+        b = x.shape[0]
+        return (self.all_reduce(dout)[self.rank * b:(self.rank + 1) * b],)
 
 
 @HEADS.register_module()
@@ -86,7 +118,8 @@ class PartialFCHead(nn.Cell):
         self.sampling = self.num_sample < self.num_local
         self.distributed = comm and world_size > 1
         if self.distributed:
-            self.all_gather = ops.AllGather()
+            self.gather_float = AllGatherRows(rank)
+            self.gather_labels = AllGatherRows(rank, differentiable=False)
         self.weight = _centres(self.num_local, embedding_size)
 
     def cross_entropy_cell(self):
@@ -94,9 +127,9 @@ class PartialFCHead(nn.Cell):
         return SoftmaxCrossEntropy(distributed=self.distributed)
 
     def gather_rows(self, x):
-        """All-gather per-rank rows (B, ...) -> (W*B, ...) in rank order; identity on one rank."""
+        """All-gather per-rank float rows (B, ...) -> (W*B, ...) in rank order; identity on one rank."""
         if self.distributed:
-            return self.all_gather(x)
+            return self.gather_float(x)
         return x
 
     def local_labels(self, labels):
@@ -128,7 +161,8 @@ class PartialFCHead(nn.Cell):
 
     def construct(self, embeddings, labels):
         embeddings = self.gather_rows(embeddings)
-        labels = self.gather_rows(labels)
+        if self.distributed:
+            labels = self.gather_labels(labels)
         local, valid = self.local_labels(labels)
         weight = self.weight.astype(embeddings.dtype)
         if self.sampling:

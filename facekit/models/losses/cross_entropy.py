@@ -4,7 +4,8 @@ The loss of row i is ``log(sum_j exp(z_ij)) - z_i,y_i``. With the classes split 
 (PartialFC), each rank holds some columns; the loss is assembled from three per-rank pieces,
 each combined by an all-reduce:
 
-* row max ``m_i`` (all-reduce MAX; only a numerical shift, carries no gradient),
+* row max ``m_i`` (the maximum over ranks; only a numerical shift, carries no gradient; taken
+  from an all-gather of the per-rank maxima because MindSpore's CPU AllReduce only sums),
 * ``sum_j exp(z_ij - m_i)`` over the local columns (all-reduce SUM),
 * the target logit, zero on ranks that do not own row i's class (label -1 there; all-reduce SUM).
 
@@ -54,15 +55,16 @@ class _CrossEntropyCore(nn.Cell):
         super().__init__()
         self.distributed = distributed
         if distributed:
-            from mindspore.communication import GlobalComm
+            from mindspore.communication import GlobalComm, get_group_size
             group = group or GlobalComm.WORLD_COMM_GROUP
-            self.all_reduce_max = ops.AllReduce(ops.ReduceOp.MAX, group)
+            self.world_size = get_group_size(group)
+            self.all_gather = ops.AllGather(group)
             self.all_reduce_sum = ops.AllReduce(ops.ReduceOp.SUM, group)
 
     def _shift_total(self, logits):
         shift = row_max(logits)
         if self.distributed:
-            shift = self.all_reduce_max(shift)
+            shift = ops.stop_gradient(self.all_gather(shift).reshape(self.world_size, -1, 1).max(axis=0))
         total = sum_exp(logits, shift)
         if self.distributed:
             total = self.all_reduce_sum(total)
