@@ -22,6 +22,9 @@ class FaceRecognizer(nn.Cell):
         ``model(img (B, 3, 112, 112) float32, label (B,) int32) -> scalar loss`` (graph-mode
         compilable; use with ``mindspore.value_and_grad``). ``forward_train`` is the same.
         ``model.extract(img) -> (B, E)`` raw (un-normalized) embeddings.
+    Mixed precision: after ``mindspore.amp.auto_mixed_precision(model, 'O2')`` put the head and
+    loss back to fp32 (``model.head.to_float(mindspore.float32)``, same for ``model.loss``): the
+    reference computes logits and the margin loss in fp32, and an fp16 s=64 softmax can overflow.
     A head with a ``cross_entropy_cell()`` method (PartialFC) hands its cross-rank softmax
     cross-entropy to the loss, and its ``gather_rows`` gathers the embedding norms, so the loss
     sees the same global batch as the head.

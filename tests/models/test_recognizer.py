@@ -143,3 +143,19 @@ def test_loss_without_set_cross_entropy_is_rejected_for_partial_fc():
     with pytest.raises(TypeError, match='set_cross_entropy'):
         MODELS.build(dict(type='FaceRecognizer', backbone=TINY_RESNET, loss=PlainLoss(),
                           head=dict(type='PartialFCHead', embedding_size=16, num_classes=4)))
+
+
+def test_fp16_backbone_with_fp32_head_and_loss():
+    # AMP recipe: O2 casts the model to fp16 (BN stays fp32); the head and margin loss are put
+    # back to fp32, as the reference computes logits and loss in fp32.
+    model = MODELS.build(dict(type='FaceRecognizer', backbone=TINY_VIT,
+                              head=dict(type='PartialFCHead', embedding_size=16, num_classes=10, sample_rate=0.5),
+                              loss=dict(type='CurricularFaceLoss')))
+    amp = ms.amp.auto_mixed_precision(model, 'O2')
+    model.head.to_float(ms.float32)
+    model.loss.to_float(ms.float32)
+    amp.set_train(True)
+    assert model.extract(fixed_batch(36, n=2)[0]).dtype == ms.float16
+    loss, grads = ms.value_and_grad(amp, None, model.trainable_params())(*fixed_batch(36, n=4))
+    assert loss.dtype == ms.float32 and np.isfinite(float(loss.asnumpy()))
+    assert all(np.all(np.isfinite(g.asnumpy().astype(np.float32))) for g in grads)
