@@ -50,7 +50,8 @@ def make_export_cell(backbone, fp16=False):
     Args:
         backbone: a built backbone cell.
         fp16: run the backbone's layers in float16 (parameters stay stored in float32 and are
-            cast in the graph; input and output stay float32).
+            cast in the graph; input and output stay float32). This converts ``backbone`` itself
+            (``to_float``), so later calls of it compute in float16 too.
     """
     cell = _export_cell_class()(backbone, fp16=fp16)
     cell.set_train(False)
@@ -249,27 +250,31 @@ def export_backbone(backbone, path, fmt='onnx', batch='dynamic', fp16=False, inp
     return path + '.onnx'
 
 
-def check_parity(backbone, path, batch_sizes=(1, 2), fp16=False, seed=0, input_size=112):
-    """Run the exported file and the in-framework model on the same random batches.
+def check_parity(backbone, paths, batch_sizes=(1, 2), fp16=False, seed=0, input_size=112):
+    """Run exported files and the in-framework model on the same random batches.
 
     Args:
         backbone: the cell that was exported.
-        path: the ``.onnx`` or ``.mindir`` file.
+        paths: one ``.onnx`` / ``.mindir`` file or a list of them (the framework output is
+            computed once per batch size and shared).
         batch_sizes: batches to try (a static export needs its own batch size here).
         fp16: compare with the fp16 framework model (as exported).
     Returns:
-        dict: batch size -> (max abs diff, max abs reference value).
+        for one path: dict batch size -> (max abs diff, max abs reference value);
+        for a list: dict path -> such a dict.
     """
     import mindspore as ms
-    runner = run_onnx if str(path).endswith('.onnx') else run_mindir
+    single = isinstance(paths, (str, os.PathLike))
+    paths = [str(paths)] if single else [str(p) for p in paths]
     cell = make_export_cell(backbone, fp16=fp16)
     rng = np.random.default_rng(seed)
-    result = {}
+    results = {p: {} for p in paths}
     for n in batch_sizes:
         x = rng.uniform(-1, 1, size=(n, 3, input_size, input_size)).astype(np.float32)
         ref = cell(ms.Tensor(x)).asnumpy()
-        out = runner(path, x)
-        if out.shape != ref.shape:
-            raise ValueError(f'{path}: output shape {out.shape} at batch {n}, framework gives {ref.shape}')
-        result[n] = (float(np.abs(out - ref).max()), float(np.abs(ref).max()))
-    return result
+        for path in paths:
+            out = (run_onnx if path.endswith('.onnx') else run_mindir)(path, x)
+            if out.shape != ref.shape:
+                raise ValueError(f'{path}: output shape {out.shape} at batch {n}, framework gives {ref.shape}')
+            results[path][n] = (float(np.abs(out - ref).max()), float(np.abs(ref).max()))
+    return results[paths[0]] if single else results

@@ -24,15 +24,14 @@ def _calibrated(name):
 @pytest.mark.parametrize('name', ['iresnet18', 'mobilefacenet', 'vit_t'])
 def test_onnx_and_mindir_parity(name, tmp_path):
     net = _calibrated(name)
-    for fmt in ('onnx', 'mindir'):
-        path = export_backbone(net, tmp_path / name, fmt=fmt, batch='dynamic')
-        if fmt == 'onnx':
-            ops = [n.op_type for n in onnx.load(path).graph.node]
-            if name != 'vit_t':  # facekit's relu(x) - w*relu(-x) PReLU is exported as one PRelu node
-                assert 'PRelu' in ops and 'Neg' not in ops
-        for n, (diff, scale) in check_parity(net, path, (1, 2)).items():
+    paths = [export_backbone(net, tmp_path / name, fmt=fmt, batch='dynamic') for fmt in ('onnx', 'mindir')]
+    ops = [n.op_type for n in onnx.load(paths[0]).graph.node]
+    if name != 'vit_t':  # facekit's relu(x) - w*relu(-x) PReLU is exported as one PRelu node
+        assert 'PRelu' in ops and 'Neg' not in ops
+    for path, result in check_parity(net, paths, (1, 2)).items():
+        for n, (diff, scale) in result.items():
             assert scale > 0.1, f'{name}: degenerate output scale {scale}'
-            assert diff < 1e-4, f'{name} {fmt} batch {n}: max abs diff {diff}'
+            assert diff < 1e-4, f'{name} {path} batch {n}: max abs diff {diff}'
 
 
 def test_onnx_names_and_dynamic_batch(tmp_path):

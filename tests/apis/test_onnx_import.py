@@ -20,11 +20,18 @@ from .torchify import torchify
 X = np.random.default_rng(0).uniform(-1, 1, (8, 3, 112, 112)).astype(np.float32)
 
 
+_EXPORTED = {}
+
+
 def _torch_style_onnx(name, tmp_path, **kw):
-    net = calibrate_bn(BACKBONES.build(dict(type=name)), X)
-    path = export_backbone(net, tmp_path / name, fmt='onnx', batch='dynamic')
+    # One calibrated model and export per backbone, shared by the rewrite variants.
+    if name not in _EXPORTED:
+        net = calibrate_bn(BACKBONES.build(dict(type=name)), X)
+        path = export_backbone(net, tmp_path / name, fmt='onnx', batch='dynamic')
+        _EXPORTED[name] = (net, onnx.load(path))
+    net, model = _EXPORTED[name]
     out = str(tmp_path / f'{name}_torch.onnx')
-    onnx.save(torchify(onnx.load(path), **kw), out)
+    onnx.save(torchify(model, **kw), out)
     return net, out
 
 
