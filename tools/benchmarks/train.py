@@ -6,9 +6,8 @@
 
 One step = forward, backward, gradient clipping and the SGD-momentum update, the same
 ``TrainStep`` cell the Runner compiles (graph mode), on random inputs, so data loading is not
-counted (see ``benchmark.py data`` for that). The head is a PartialFC head with all
-``--num-classes`` centres (rate 1.0, i.e. a normalized FC) and ArcFace loss, as in the
-reference trainer's measurement. The first ``--warmup`` steps (compilation) are reported apart.
+counted (see ``benchmark.py data`` for that). The head is a normalized FC over
+``--num-classes`` centres with ArcFace loss, as in the reference trainer's measurement. The first ``--warmup`` steps (compilation) are reported apart.
 ``--breakdown`` also times the forward alone and forward+backward, to show where time goes.
 Each backbone runs in its own process so peak RSS is per backbone.
 """
@@ -79,7 +78,7 @@ def run_one(args, backbone):
         backbone = model_cfg['backbone']['type']
     else:
         model_cfg = dict(type='FaceRecognizer', backbone=dict(type=backbone, embedding_size=512),
-                         head=dict(type='PartialFCHead', embedding_size=512, num_classes=args.num_classes),
+                         head=dict(type='NormFCHead', embedding_size=512, num_classes=args.num_classes),
                          loss=dict(type='ArcFaceLoss'))
     model = MODELS.build(model_cfg)
     num_classes = model_cfg['head']['num_classes']
