@@ -154,3 +154,24 @@ def test_infer_tool_similarity_and_npy(ckpt, tmp_path, capsys):
         cv2.imwrite(str(folder / f'{i}.png'), faces[i][:, :, ::-1])
     assert tool.main([str(cfg), ckpt[0], str(folder), '--save-npy', npy]) == 0
     np.testing.assert_allclose(np.load(npy), raw / np.linalg.norm(raw, axis=1, keepdims=True), atol=1e-6)
+
+
+def test_facerecognizer_checkpoint_from_a_shipped_config(tmp_path):
+    # A whole FaceRecognizer (backbone + head + loss) saved as the engine saves it: the embedder
+    # must build only the backbone and reproduce model.extract(), L2-normalized.
+    import os.path as osp
+
+    from facekit.config import Config
+    from facekit.registry import MODELS
+    cfg_path = osp.join(osp.dirname(__file__), '..', '..', 'configs', 'arcface', 'mbf_synthetic_cpu.py')
+    cfg = Config.fromfile(cfg_path)
+    model = MODELS.build(cfg.to_dict()['model'])
+    model.set_train(False)
+    path = str(tmp_path / 'recognizer.ckpt')
+    save_checkpoint(model, path, extra={'epoch': 1})
+    faces = _faces(3, seed=11)
+    x = (faces.astype(np.float32) / 255.0 - 0.5) / 0.5
+    raw = model.extract(ms.Tensor(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))).asnumpy()
+    emb = FaceEmbedder(cfg_path, path, device_target='CPU').embed(faces)
+    assert emb.shape == (3, cfg.model.backbone.embedding_size)
+    np.testing.assert_allclose(emb, raw / np.linalg.norm(raw, axis=1, keepdims=True), atol=1e-5)
