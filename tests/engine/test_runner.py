@@ -158,3 +158,27 @@ def test_eval_hook_keeps_best_and_writes_metrics_lines(tmp_path):
     assert all(rec['fake']['accuracy_std'] == 0.01 for rec in records)
     best = load_checkpoint(str(tmp_path / 'best_fake.ckpt'))
     assert int(best['train_state.iter'].asnumpy()) == 16
+
+
+def test_load_from_takes_backbone_and_reinitialises_a_different_head(tmp_path):
+    init = _initial_state()
+    src = _runner(tmp_path / 'src', init, max_epochs=1, hooks=[dict(type='CheckpointHook', interval=1)])
+    src.train()
+    src.close()
+    ckpt = str(tmp_path / 'src' / 'epoch_1.ckpt')
+
+    net = TinyRecognizer(num_classes=5)    # other classes: the head cannot be reused
+    head0 = net.head.weight.asnumpy().copy()
+    r = Runner(net, ArrayLoader(num_classes=5), SGD(net, lr=0.1), PolyLR(0.1, 8), 1, str(tmp_path / 'ft'))
+    r.load_from(ckpt)
+    np.testing.assert_array_equal(net.backbone[0].weight.asnumpy(), src.model.backbone[0].weight.asnumpy())
+    np.testing.assert_array_equal(net.backbone[1].moving_mean.asnumpy(), src.model.backbone[1].moving_mean.asnumpy())
+    np.testing.assert_array_equal(net.head.weight.asnumpy(), head0)
+    assert r.iter == 0 and 'head re-initialised' in open(tmp_path / 'ft' / 'train.log').read()
+    r.close()
+
+    same = TinyRecognizer()
+    r2 = Runner(same, ArrayLoader(), SGD(same, lr=0.1), PolyLR(0.1, 8), 1, str(tmp_path / 'ft2'))
+    r2.load_from(ckpt)
+    np.testing.assert_array_equal(same.head.weight.asnumpy(), src.model.head.weight.asnumpy())
+    r2.close()
