@@ -182,3 +182,30 @@ def test_load_from_takes_backbone_and_reinitialises_a_different_head(tmp_path):
     r2.load_from(ckpt)
     np.testing.assert_array_equal(same.head.weight.asnumpy(), src.model.head.weight.asnumpy())
     r2.close()
+
+
+def test_resume_reassembles_partialfc_shards_written_by_two_ranks(tmp_path):
+    from mindspore import nn
+    from facekit.registry import MODELS
+    from facekit.utils.checkpoint import save_checkpoint
+    import facekit  # noqa: F401
+    model = MODELS.build(dict(type='FaceRecognizer', backbone=nn.Dense(4, 8),
+                              head=dict(type='PartialFCHead', embedding_size=8, num_classes=6),
+                              loss=dict(type='ArcFaceLoss', s=8.0, m=0.3)))
+    r = Runner(model, ArrayLoader(num_classes=6), SGD(model, lr=0.1), PolyLR(0.1, 8), 1, str(tmp_path))
+    entries, extra = r._state_entries()
+    rng = np.random.default_rng(0)
+    full = {k: rng.normal(size=v.shape).astype(np.float32) for k, v in entries.items()
+            if k.endswith('head.weight')}
+    assert set(full) == {'head.weight', 'optimizer.accum.head.weight', 'optimizer.stat.head.weight'}
+    rank0 = {k: v.asnumpy() for k, v in entries.items()}
+    rank0.update({k: v[:3] for k, v in full.items()})        # rank 0 of 2 owned classes 0-2
+    extra.update({'train_state.world_size': np.int64(2), 'train_state.iter': np.int64(5)})
+    save_checkpoint(rank0, str(tmp_path / 'iter_5.ckpt'), extra=extra)
+    save_checkpoint({k: v[3:] for k, v in full.items()}, str(tmp_path / 'iter_5.rank1.ckpt'), extra=extra)
+    r.resume(str(tmp_path / 'iter_5.ckpt'))
+    assert r.iter == 5
+    np.testing.assert_array_equal(model.head.weight.asnumpy(), full['head.weight'])
+    state = {n: p.asnumpy() for n, p in r.optimizer.parameters_and_names()}
+    np.testing.assert_array_equal(state['accum.head.weight'], full['optimizer.accum.head.weight'])
+    r.close()
