@@ -1,6 +1,5 @@
 """Normalized fully-connected heads: cosine logits between embeddings and class centres."""
-import numpy as np
-from mindspore import Parameter, Tensor, nn, ops
+from mindspore import Parameter, nn, ops
 from mindspore.common.initializer import Normal, initializer
 
 from ...registry import HEADS
