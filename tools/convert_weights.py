@@ -35,7 +35,7 @@ def main(argv=None):
     import numpy as np
     import mindspore as ms
     import facekit.models  # noqa: F401
-    from facekit.apis.model_loading import backbone_cfg_from_config, ensure_runtime
+    from facekit.apis.model_loading import backbone_cfg_from_config, ensure_runtime, input_size_of
     from facekit.apis.onnx_import import convert_onnx_to_backbone, onnx_reference_output
     from facekit.registry import BACKBONES
     from facekit.utils.checkpoint import save_checkpoint
@@ -51,7 +51,7 @@ def main(argv=None):
         return 2
     backbone = BACKBONES.build(cfg)
     backbone.set_train(False)
-    size = int(cfg.get('input_size', 112))
+    size = input_size_of(cfg)
     params, affine = convert_onnx_to_backbone(args.onnx, backbone, input_size=size)
     save_checkpoint({f'backbone.{k}': v for k, v in params.items()}, args.out)
     note = '' if tuple(affine) == (1.0, 0.0) else f' (graph normalizes its input: {affine[0]:.6g} * x + {affine[1]:.6g})'

@@ -33,7 +33,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     from facekit.apis.export import check_parity, export_backbone
-    from facekit.apis.model_loading import backbone_cfg_from_config, build_backbone, ensure_runtime
+    from facekit.apis.model_loading import backbone_cfg_from_config, build_backbone, ensure_runtime, input_size_of
 
     batch = args.batch if args.batch == 'dynamic' else int(args.batch)
     ensure_runtime(args.device_target, mode='graph')
@@ -41,7 +41,7 @@ def main(argv=None):
     backbone = build_backbone(cfg, args.checkpoint)
     out = args.out or osp.splitext(args.checkpoint)[0]
     path = export_backbone(backbone, out, fmt=args.format, batch=batch, fp16=args.fp16,
-                           input_size=int(cfg.get('input_size', 112)))
+                           input_size=input_size_of(cfg))
     print(f'wrote {path} ({osp.getsize(path) / 2**20:.1f} MiB): input data (N,3,112,112) float32 '
           f'normalized (x/255-0.5)/0.5, output embedding (N,E) float32, batch {batch}'
           f"{', fp16 compute' if args.fp16 else ''}")

@@ -8,7 +8,7 @@ import numpy as np
 
 from .alignment import align_face
 from .images import collect_images, normalize_batch
-from .model_loading import backbone_cfg_from_config, build_backbone, ensure_runtime
+from .model_loading import backbone_cfg_from_config, build_backbone, ensure_runtime, input_size_of
 
 _EPS = 1e-12
 
@@ -56,7 +56,7 @@ class FaceEmbedder:
         self.checkpoint = checkpoint
         self.batch_size = int(batch_size)
         self.flip = bool(flip)
-        self.image_size = int(self.backbone_cfg.get('input_size', 112))
+        self.image_size = input_size_of(self.backbone_cfg)
 
     def __repr__(self):
         return (f"FaceEmbedder(backbone={self.backbone_cfg['type']!r}, checkpoint={self.checkpoint!r}, "

@@ -41,6 +41,11 @@ def backbone_cfg_from_config(config):
     raise KeyError(f"config {source!r} has neither 'model.backbone' nor a backbone 'type'")
 
 
+def input_size_of(backbone_cfg):
+    """Input side in pixels a backbone config asks for (IResNet ``input_size``, ViT ``img_size``; default 112)."""
+    return int(backbone_cfg.get('input_size', backbone_cfg.get('img_size', 112)))
+
+
 def checkpoint_prefix(param_dict):
     """``'backbone.'`` for FaceRecognizer checkpoints, ``''`` for bare-backbone ones."""
     return BACKBONE_PREFIX if any(k.startswith(BACKBONE_PREFIX) for k in param_dict) else ''

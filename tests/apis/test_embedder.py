@@ -1,5 +1,4 @@
 """FaceEmbedder / infer(): normalization, flip test, colour order, batching, checkpoints, caching."""
-import warnings
 
 import mindspore as ms
 import numpy as np
