@@ -404,14 +404,11 @@ def parse_value(text):
         return lowered == 'true'
     if lowered in ('none', 'null'):
         return None
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        return float(text)
-    except ValueError:
-        pass
+    for number in (int, float):
+        try:
+            return number(text)
+        except ValueError:
+            continue
     if len(text) >= 2 and text[0] in '[(' and text[-1] == {'[': ']', '(': ')'}[text[0]]:
         inner = text[1:-1].strip()
         items = [parse_value(p) for p in _split_top_level(inner)] if inner else []
