@@ -83,6 +83,12 @@ def test_demo_config_checks_and_names_heldout_pairs():
     # held-out: evaluation identities start past every training identity
     assert ev.dataset.identity_offset >= cfg.train_dataloader.dataset.num_classes
     assert cfg.train_cfg.raw_pixel_floor is True
+    # a plugin loss without PartialFC's cross-rank hook can replace ArcFace (README's example)
+    cfg.merge_from_dict({'model': {'loss': dict(_delete_=True, type='CosFaceLoss', s=30.0, m=0.2)}})
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    model = MODELS.build(cfg.model.to_dict())
+    loss = model(ms.Tensor(np.zeros((2, 3, 112, 112), np.float32)), ms.Tensor(np.array([0, 1], np.int32)))
+    assert np.isfinite(float(loss.asnumpy()))
 
 
 @pytest.mark.parametrize('bad, message', [
