@@ -35,12 +35,13 @@ def main(argv=None):
     import numpy as np
     import mindspore as ms
     import facekit.models  # noqa: F401
-    from facekit.apis.model_loading import backbone_cfg_from_config, ensure_runtime, input_size_of
+    from facekit.apis.model_loading import backbone_cfg_from_config, input_size_of
+    from facekit.utils.runtime import setup_runtime
     from facekit.apis.onnx_import import convert_onnx_to_backbone, onnx_reference_output
     from facekit.registry import BACKBONES
     from facekit.utils.checkpoint import save_checkpoint
 
-    ensure_runtime(args.device_target, mode='graph')
+    setup_runtime(args.device_target, mode='graph')
     if osp.isfile(args.config):
         cfg = backbone_cfg_from_config(args.config)
     elif args.config in BACKBONES:

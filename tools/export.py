@@ -33,10 +33,11 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     from facekit.apis.export import check_parity, export_backbone
-    from facekit.apis.model_loading import backbone_cfg_from_config, build_backbone, ensure_runtime, input_size_of
+    from facekit.apis.model_loading import backbone_cfg_from_config, build_backbone, input_size_of
+    from facekit.utils.runtime import setup_runtime
 
     batch = args.batch if args.batch == 'dynamic' else int(args.batch)
-    ensure_runtime(args.device_target, mode='graph')
+    setup_runtime(args.device_target, mode='graph')
     cfg = backbone_cfg_from_config(args.config)
     backbone = build_backbone(cfg, args.checkpoint)
     out = args.out or osp.splitext(args.checkpoint)[0]

@@ -8,7 +8,8 @@ import numpy as np
 
 from .alignment import align_face
 from .images import collect_images, normalize_batch
-from .model_loading import backbone_cfg_from_config, build_backbone, ensure_runtime, input_size_of
+from ..utils.runtime import setup_runtime
+from .model_loading import backbone_cfg_from_config, build_backbone, input_size_of
 
 _EPS = 1e-12
 
@@ -50,7 +51,7 @@ class FaceEmbedder:
     def __init__(self, config, checkpoint=None, device_target='auto', batch_size=64, flip=False, mode='graph'):
         if int(batch_size) < 1:
             raise ValueError(f'batch_size must be >= 1, got {batch_size}')
-        self.device_target = ensure_runtime(device_target, mode=mode)
+        self.device_target = setup_runtime(device_target, mode=mode)
         self.backbone_cfg = backbone_cfg_from_config(config)
         self.backbone = build_backbone(self.backbone_cfg, checkpoint)
         self.checkpoint = checkpoint

@@ -56,7 +56,9 @@ def load_backbone_weights(backbone, checkpoint):
 
     Every backbone parameter must be present with the right shape (``CheckpointMismatchError``
     otherwise). A FaceRecognizer checkpoint's ``head.*`` entries and stored scalars (epoch, ...)
-    are ignored; in a bare-backbone checkpoint, names the backbone lacks give a warning.
+    are ignored, but a ``backbone.*`` entry the backbone lacks is an error (an r100 checkpoint
+    must not load into an r50 silently); in a bare-backbone checkpoint, names the backbone
+    lacks give a warning.
 
     Args:
         backbone: the ``nn.Cell`` to fill.
@@ -73,29 +75,14 @@ def load_backbone_weights(backbone, checkpoint):
         raise CheckpointMismatchError(
             f'checkpoint {where} lacks {len(missing)} parameters of {type(backbone).__name__} '
             f"(prefix {prefix!r}): {', '.join(missing[:20])}; is it for another backbone?")
-    if unexpected and not prefix:
+    if unexpected and prefix:
+        raise CheckpointMismatchError(
+            f'checkpoint {where} has {len(unexpected)} backbone parameters that {type(backbone).__name__} lacks '
+            f"(prefix {prefix!r}): {', '.join(unexpected[:20])}; is it for another backbone?")
+    if unexpected:
         warnings.warn(f'checkpoint {where}: {len(unexpected)} entries are not backbone parameters and were '
                       f"ignored: {', '.join(unexpected[:10])}", stacklevel=2)
     return prefix
-
-
-def ensure_runtime(device_target='auto', mode='graph'):
-    """Configure MindSpore like ``setup_runtime``, tolerating an already running runtime.
-
-    MindSpore refuses ``set_device`` once a kernel has run; when the context already names the
-    wanted target (the common case inside a session or a test), only the mode is set.
-    Returns: the resolved device target.
-    """
-    import mindspore as ms
-    from ..utils.runtime import resolve_device_target, setup_runtime
-    target = resolve_device_target(device_target)
-    if ms.get_context('device_target') == target:
-        modes = {'graph': ms.GRAPH_MODE, 'pynative': ms.PYNATIVE_MODE}
-        if str(mode).lower() not in modes:
-            raise ValueError(f"mode must be 'graph' or 'pynative'; got {mode!r}")
-        ms.set_context(mode=modes[str(mode).lower()])
-        return target
-    return setup_runtime(target, mode=mode)
 
 
 def build_backbone(config, checkpoint=None):

@@ -96,6 +96,18 @@ def test_checkpoint_mismatch_names_the_parameters(tmp_path):
         FaceEmbedder(CFG, path, device_target='CPU')
 
 
+def test_recognizer_checkpoint_with_extra_backbone_layers_is_refused(tmp_path):
+    # a deeper backbone's checkpoint (extra backbone.* entries) must not load into a shallower one silently
+    net = BACKBONES.build(dict(type='_apis_test_tiny', embedding_size=8))
+    params = {f'backbone.{n}': p for n, p in net.parameters_and_names()}
+    params['backbone.layer4.0.conv1.weight'] = np.zeros((4, 4, 3, 3), np.float32)
+    params['head.weight'] = np.zeros((10, 8), np.float32)  # head entries are fine: inference ignores them
+    path = str(tmp_path / 'deeper.ckpt')
+    save_checkpoint(params, path)
+    with pytest.raises(CheckpointMismatchError, match='backbone parameters that TinyBackbone lacks.*layer4.0.conv1.weight'):
+        FaceEmbedder(CFG, path, device_target='CPU')
+
+
 def test_bare_backbone_checkpoint_loads(tmp_path, ckpt):
     path = str(tmp_path / 'bare.ckpt')
     save_checkpoint(ckpt[1], path)

@@ -67,10 +67,10 @@ def main(argv=None):
     import numpy as np
     import facekit.models  # noqa: F401
     from facekit.apis.export import export_backbone
-    from facekit.apis.model_loading import ensure_runtime
+    from facekit.utils.runtime import setup_runtime
     from facekit.registry import BACKBONES
 
-    ensure_runtime('auto', mode='graph')
+    setup_runtime('auto', mode='graph')
     x = np.random.default_rng(0).uniform(-1, 1, (args.batch, 3, 112, 112)).astype(np.float32)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
