@@ -59,3 +59,28 @@ def test_two_workers_match_one_process_on_the_global_batch(tmp_path):
     # rank 0 wrote the checkpoint; a replicated head needs no per-rank shard file
     files = sorted(os.listdir(out2 / 'work'))
     assert 'epoch_1.ckpt' in files and not any('.rank1.' in f for f in files)
+
+
+@pytest.mark.slow
+def test_two_workers_with_sharded_partialfc(tmp_path):
+    """PartialFC sharded over 2 ranks: shard gradients stay local, checkpoints get a rank-1 shard file."""
+    msrun = osp.join(osp.dirname(sys.executable), 'msrun')
+    out2, out1 = tmp_path / 'two', tmp_path / 'one'
+    cmd = [msrun, '--worker_num=2', '--local_worker_num=2', f'--master_port={_free_port()}', '--join=True',
+           f'--log_dir={tmp_path / "logs"}', '--cluster_time_out=60', WORKER, str(out2), 'PartialFCHead']
+    proc = subprocess.run(cmd, env=_env(), cwd=str(tmp_path), capture_output=True, text=True, timeout=170)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    single = subprocess.run([sys.executable, WORKER, str(out1), 'PartialFCHead'], env=_env(), cwd=str(tmp_path),
+                            capture_output=True, text=True, timeout=120)
+    assert single.returncode == 0, single.stderr[-3000:]
+    r0, r1 = (json.loads((out2 / f'rank{r}.json').read_text()) for r in (0, 1))
+    one = json.loads((out1 / 'rank0.json').read_text())
+    assert r0['sharded'] and r1['class_start'] == 3
+    # the cross-rank softmax makes every rank's loss the global-batch loss; before any update it
+    # equals the single process's exactly
+    assert r0['losses'] == r1['losses']
+    assert r0['losses'][0] == pytest.approx(one['losses'][0], rel=1e-5)
+    np.testing.assert_array_equal(np.array(r0['backbone']), np.array(r1['backbone']))
+    assert np.array(r0['head']).shape == (3, 8) and np.array(r1['head']).shape == (3, 8)   # one shard each
+    files = sorted(os.listdir(out2 / 'work'))
+    assert 'epoch_1.ckpt' in files and 'epoch_1.rank1.ckpt' in files
