@@ -284,7 +284,8 @@ class Config:
     def merge_from_dict(self, options):
         """Apply ``{'a.b.c': 1, 'lst.0.x': 2}``: dotted keys, digits index into lists.
 
-        A dict value merges into an existing dict (like a config child); anything else replaces.
+        A dict value merges into an existing dict (like a config child) unless it holds
+        ``_delete_=True``; anything else replaces.
         """
         for full_key, value in options.items():
             parts = full_key.split('.')
@@ -300,7 +301,7 @@ class Config:
 
     @staticmethod
     def _apply(old, value):
-        if isinstance(value, dict) and isinstance(old, dict):
+        if isinstance(value, dict) and isinstance(old, dict) and not value.get(DELETE_KEY, False):
             return ConfigDict(_merge(_to_plain(old), value))
         if isinstance(value, dict):
             return ConfigDict(_strip_delete(value))

@@ -103,6 +103,8 @@ def test_merge_from_dict_dotted_and_list_index(tmp_path):
     assert cfg.model.head == {'num_classes': 7, 'sample_rate': 0.2}
     assert cfg.pipeline[1] == {'type': 'Flip', 'prob': 0.0}
     assert cfg.model.neck.x == 1
+    cfg.merge_from_dict({'model.head': dict(_delete_=True, type='NormFCHead')})
+    assert cfg.model.head == {'type': 'NormFCHead'}  # replaced, and the marker is not left behind
     with pytest.raises(ConfigError, match="index 5 is out of range for a list of 2"):
         cfg.merge_from_dict({'pipeline.5.prob': 1})
     with pytest.raises(ConfigError, match="'prob' indexes a list"):
