@@ -15,5 +15,5 @@ model = dict(
 )
 optimizer = dict(type='AdamW', lr=2e-3, weight_decay=0.05)
 lr_schedule = dict(type='PolyLR', power=1.0, warmup_epochs=0.2)
-train_cfg = dict(max_epochs=4, raw_pixel_floor=True)
+train_cfg = dict(max_epochs=6, raw_pixel_floor=True)
 runtime = dict(device_target='CPU', seed=0, log_interval=20, eval_interval=0, checkpoint_interval=1)

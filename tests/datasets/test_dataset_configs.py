@@ -32,3 +32,5 @@ def test_synthetic_base_builds_and_holds_out_identities():
     held = DATASETS.build(held_cfg)
     train = DATASETS.build(dict(loader_cfg['dataset'], pipeline=None))
     assert held.identity_offset >= train.identity_offset + cfg.train_dataloader.dataset.num_classes
+    # the held-out pairs must pose the same task as training: identical generator knobs
+    assert held.knobs == train.knobs and held.knobs['rotation'] == 30
