@@ -6,4 +6,4 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/tools/setup_env.sh"
 cd "$ROOT"
-exec python tools/train.py configs/arcface/mbf_synthetic_cpu.py "$@"
+exec python tools/train.py configs/arcface/vit_synthetic_cpu.py "$@"

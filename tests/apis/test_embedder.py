@@ -174,7 +174,7 @@ def test_facerecognizer_checkpoint_from_a_shipped_config(tmp_path):
 
     from facekit.config import Config
     from facekit.registry import MODELS
-    cfg_path = osp.join(osp.dirname(__file__), '..', '..', 'configs', 'arcface', 'mbf_synthetic_cpu.py')
+    cfg_path = osp.join(osp.dirname(__file__), '..', '..', 'configs', 'arcface', 'vit_synthetic_cpu.py')
     cfg = Config.fromfile(cfg_path)
     model = MODELS.build(cfg.to_dict()['model'])
     model.set_train(False)

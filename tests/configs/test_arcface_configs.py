@@ -76,7 +76,7 @@ def test_config_recipe_and_build(name):
 
 
 def test_demo_config_checks_and_names_heldout_pairs():
-    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'arcface', 'mbf_synthetic_cpu.py'))
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'arcface', 'vit_synthetic_cpu.py'))
     train_tool.check_config(cfg)
     assert cfg.model.head.num_classes == cfg.train_dataloader.dataset.num_classes
     ev = cfg.val_evaluators[0]

@@ -24,7 +24,7 @@ def test_demo_config_reduced_trains_evaluates_and_reports_the_floor(tmp_path):
             'train_dataloader.dataset.images_per_class=16', 'model.head.num_classes=20',
             'val_evaluators.0.num_pairs=60', 'val_evaluators.0.dataset.num_classes=12',
             'val_evaluators.0.dataset.images_per_class=4', 'runtime.log_interval=4']
-    proc = _run(['configs/arcface/mbf_synthetic_cpu.py', '--work-dir', str(tmp_path), '--cfg-options'] + opts,
+    proc = _run(['configs/arcface/vit_synthetic_cpu.py', '--work-dir', str(tmp_path), '--cfg-options'] + opts,
                 timeout=170)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
@@ -35,7 +35,7 @@ def test_demo_config_reduced_trains_evaluates_and_reports_the_floor(tmp_path):
     assert 0.0 <= res['accuracy'] <= 1.0 and 0.0 <= res['raw_pixel_floor'] <= 1.0
     assert res['num_pairs'] == 60
     assert open(tmp_path / 'last_checkpoint').read() == 'iter_16.ckpt'
-    assert osp.isfile(tmp_path / 'mbf_synthetic_cpu.py')        # the merged config is dumped
+    assert osp.isfile(tmp_path / 'vit_synthetic_cpu.py')        # the merged config is dumped
 
 
 @pytest.mark.parametrize('opts, message', [

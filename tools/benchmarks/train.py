@@ -2,7 +2,7 @@
 
     python tools/benchmark.py train --backbone iresnet18 --batch-size 32 --steps 10
     python tools/benchmark.py train --backbone mobilefacenet vit_t --breakdown
-    python tools/benchmark.py train --config configs/arcface/mbf_synthetic_cpu.py --batch-size 64
+    python tools/benchmark.py train --config configs/arcface/vit_synthetic_cpu.py --batch-size 64
 
 One step = forward, backward, gradient clipping and the SGD-momentum update, the same
 ``TrainStep`` cell the Runner compiles (graph mode), on random inputs, so data loading is not

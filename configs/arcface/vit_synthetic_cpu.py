@@ -1,6 +1,6 @@
 # The README's main job: train on the bundled synthetic identities on 2 CPU cores, then verify
 # on held-out identities and print the accuracy beside the raw-pixel floors of the same pairs.
-# The backbone is a narrow ViT, not a MobileFaceNet (the name is kept for README/tools/demo.sh):
+# The backbone is a narrow ViT:
 # on MindSpore's CPU kernels it trained ~6x faster per sample than a reduced MobileFaceNet
 # (depthwise convolutions are slow there); docs/training.md has the measurements.
 _base_ = ['../_base_/datasets/synthetic.py', '../_base_/default_runtime.py']
