@@ -42,14 +42,15 @@ class _DepthwiseConvFn(nn.Cell):
     (C, B, Ho, Wo), dilated by the stride; its first k x k outputs are the gradient.
     """
 
-    def __init__(self, channels, kernel_size, stride, padding):
+    def __init__(self, channels, kernel_size, stride, padding, conv_op):
         super().__init__()
         self.channels = channels
         self.kernel_size = kernel_size
         self.stride = stride
         self.padding = padding
-        self.conv = ops.Conv2D(out_channel=channels, kernel_size=kernel_size, pad_mode='pad', pad=padding,
-                               stride=stride, group=channels)
+        # the forward op is nn.Conv2d's own primitive: its tuple attributes are what MindSpore's
+        # ONNX exporter expects (a Conv2D built here from ints failed to export)
+        self.conv = conv_op
         self.input_grad = ops.Conv2DBackpropInput(out_channel=channels, kernel_size=kernel_size, pad_mode='pad',
                                                   pad=padding, stride=stride, group=channels)
 
@@ -84,7 +85,7 @@ class DepthwiseConv2d(nn.Conv2d):
     def __init__(self, channels, kernel_size, stride=1, padding=0, weight_init='he_uniform'):
         super().__init__(channels, channels, kernel_size, stride=stride, pad_mode='pad', padding=padding,
                          group=channels, has_bias=False, weight_init=weight_init)
-        self.depthwise = _DepthwiseConvFn(channels, kernel_size, stride, padding)
+        self.depthwise = _DepthwiseConvFn(channels, kernel_size, stride, padding, self.conv2d)
 
     def construct(self, x):
         return self.depthwise(x, self.weight)
