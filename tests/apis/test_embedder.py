@@ -134,8 +134,12 @@ def test_infer_is_mindface_compatible_and_cached(ckpt, monkeypatch):
 
 
 def test_random_weights_warn():
-    with pytest.warns(UserWarning, match='random initial weights'):
-        FaceEmbedder(dict(type='_apis_test_tiny', embedding_size=8), None, device_target='CPU')
+    with pytest.warns(UserWarning, match='random initial weights') as record:
+        emb = FaceEmbedder(dict(type='_apis_test_tiny', embedding_size=8), None, device_target='CPU')
+    assert len(record) == 1
+    out = emb.embed(_faces(2, seed=3))
+    assert out.shape == (2, 8)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)  # still a usable, normalized model
 
 
 def test_infer_tool_similarity_and_npy(ckpt, tmp_path, capsys):
