@@ -45,16 +45,19 @@ class ConfigDict(Dict):
             raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'") from None
 
     def to_dict(self):
-        return _to_plain(self)
+        return to_plain(self)
 
 
-def _to_plain(obj):
+def to_plain(obj):
+    """Plain dicts/lists/tuples from a Config, ConfigDict or nested mix (values kept)."""
+    if isinstance(obj, Config):
+        return obj.to_dict()
     if isinstance(obj, dict):
-        return {k: _to_plain(v) for k, v in obj.items()}
+        return {k: to_plain(v) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [_to_plain(v) for v in obj]
+        return [to_plain(v) for v in obj]
     if isinstance(obj, tuple):
-        return tuple(_to_plain(v) for v in obj)
+        return tuple(to_plain(v) for v in obj)
     return obj
 
 
@@ -262,7 +265,7 @@ class Config:
         if isinstance(other, Config):
             return self.to_dict() == other.to_dict()
         if isinstance(other, dict):
-            return self.to_dict() == _to_plain(other)
+            return self.to_dict() == to_plain(other)
         return NotImplemented
 
     def get(self, name, default=None):
@@ -302,7 +305,7 @@ class Config:
     @staticmethod
     def _apply(old, value):
         if isinstance(value, dict) and isinstance(old, dict) and not value.get(DELETE_KEY, False):
-            return ConfigDict(_merge(_to_plain(old), value))
+            return ConfigDict(_merge(to_plain(old), value))
         if isinstance(value, dict):
             return ConfigDict(_strip_delete(value))
         return value
@@ -476,5 +479,13 @@ def add_cfg_options_argument(parser):
     return parser
 
 
-__all__ = ['Config', 'ConfigDict', 'ConfigError', 'DictAction', 'parse_value', 'parse_cfg_options',
-           'add_cfg_options_argument', 'import_custom_modules']
+__all__ = ['Config', 'ConfigDict', 'ConfigError', 'to_plain', 'DictAction', 'parse_value', 'parse_cfg_options',
+           'add_cfg_options_argument', 'import_custom_modules', 'load_config']
+
+
+def load_config(filename, cfg_options=None):
+    """``Config.fromfile(filename)`` with ``--cfg-options`` style overrides (``{'a.b': 1}``) merged in."""
+    cfg = Config.fromfile(filename)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    return cfg

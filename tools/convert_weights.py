@@ -11,12 +11,8 @@ training start). Afterwards both models embed the same random faces and the conv
 rejected if they differ by more than 1e-3 x max(1, max |embedding|).
 """
 import argparse
-import os
 import os.path as osp
 import sys
-
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-os.environ.setdefault('ONEDNN_MAX_CPU_ISA', 'AVX2')
 
 
 def parse_args(argv=None):

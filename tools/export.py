@@ -8,12 +8,8 @@ After writing, the file is run against the in-framework model on random input an
 rejected if they differ (max abs diff / max(1, max |ref|) above 1e-4 for fp32, 1e-2 for fp16).
 """
 import argparse
-import os
 import os.path as osp
 import sys
-
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-os.environ.setdefault('ONEDNN_MAX_CPU_ISA', 'AVX2')
 
 
 def parse_args(argv=None):

@@ -8,12 +8,7 @@ IMG may be an image file or a folder (its images sorted by name). Images should 
 112x112 crops (see facekit.apis.align_face); others are resized with a warning.
 """
 import argparse
-import os
-import os.path as osp
 import sys
-
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-os.environ.setdefault('ONEDNN_MAX_CPU_ISA', 'AVX2')
 
 
 def parse_args(argv=None):

@@ -5,13 +5,16 @@ and ``MS_WORKER_NUM``; ``init_dist`` then calls ``mindspore.communication.init()
 data-parallel mode with gradient averaging. A plain ``python tools/train.py`` is rank 0 of 1.
 """
 import os
+import sys
 
 import numpy as np
 
-__all__ = ['launched_distributed', 'init_dist', 'get_rank', 'get_world_size', 'is_main_process',
-           'build_grad_reducer', 'all_reduce_mean', 'barrier']
+from ..utils.dist import get_rank, get_world_size, is_main_process, set_dist_state
 
-_STATE = {'initialized': False, 'rank': 0, 'world_size': 1}
+__all__ = ['launched_distributed', 'init_dist', 'get_rank', 'get_world_size', 'is_main_process',
+           'build_grad_reducer', 'all_reduce_mean', 'barrier', 'dist_info']
+
+_INITIALIZED = [False]
 
 
 def launched_distributed():
@@ -31,10 +34,11 @@ def init_dist(backend=None):
         backend: communication backend name for ``mindspore.communication.init``
             (None: MindSpore's default for the device, e.g. gloo-like on CPU, NCCL on GPU, HCCL on Ascend).
     """
-    if _STATE['initialized']:
-        return _STATE['rank'], _STATE['world_size']
+    if _INITIALIZED[0]:
+        return get_rank(), get_world_size()
     if not launched_distributed():
-        _STATE.update(initialized=True, rank=0, world_size=1)
+        _INITIALIZED[0] = True
+        set_dist_state(0, 1)
         return 0, 1
     import mindspore as ms
     from mindspore.communication import get_group_size, get_rank as ms_get_rank, init
@@ -42,47 +46,46 @@ def init_dist(backend=None):
         init(backend)
     else:
         init()
+    if os.environ.get('MS_ROLE') == 'MS_SCHED':
+        sys.exit(0)     # the scheduler has served the cluster; it has no rank and runs no work
     rank, world = ms_get_rank(), get_group_size()
     ms.reset_auto_parallel_context()
     ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True,
                                  device_num=world)
-    _STATE.update(initialized=True, rank=rank, world_size=world)
+    _INITIALIZED[0] = True
+    set_dist_state(rank, world)
     return rank, world
-
-
-def get_rank():
-    return _STATE['rank']
-
-
-def get_world_size():
-    return _STATE['world_size']
-
-
-def is_main_process():
-    return _STATE['rank'] == 0
 
 
 def build_grad_reducer(parameters):
     """``nn.DistributedGradReducer`` averaging gradients over ranks, or None for one process."""
-    if _STATE['world_size'] <= 1:
+    if get_world_size() <= 1:
         return None
     from mindspore import nn
-    return nn.DistributedGradReducer(parameters, mean=True, degree=_STATE['world_size'])
+    return nn.DistributedGradReducer(parameters, mean=True, degree=get_world_size())
 
 
 def all_reduce_mean(values):
     """Average a 1-d float array over ranks (host-side, for logging and metrics)."""
     values = np.asarray(values, dtype=np.float32)
-    if _STATE['world_size'] <= 1:
+    if get_world_size() <= 1:
         return values
     import mindspore as ms
     from mindspore import ops
     out = ops.AllReduce()(ms.Tensor(values)).asnumpy()
-    return out / _STATE['world_size']
+    return out / get_world_size()
 
 
 def barrier():
     """Block until every rank reaches this point (no-op for one process)."""
-    if _STATE['world_size'] <= 1:
+    if get_world_size() <= 1:
         return
     all_reduce_mean(np.zeros(1, np.float32))
+
+
+def dist_info():
+    """``evaluation.DistInfo`` over the world group to share embedding work, or None for one process."""
+    if get_world_size() <= 1:
+        return None
+    from ..evaluation import DistInfo
+    return DistInfo.from_mindspore()

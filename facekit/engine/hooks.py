@@ -12,6 +12,7 @@ import sys
 import time
 
 from ..registry import HOOKS
+from . import checkpoint as ckpt_io
 
 __all__ = ['Hook', 'LoggerHook', 'CheckpointHook', 'EvalHook', 'build_hooks']
 
@@ -125,7 +126,7 @@ class CheckpointHook(Hook):
     """Save the full training state every ``interval`` epochs (or iterations), keep the last K.
 
     Files: ``work_dir/epoch_{E}.ckpt`` or ``iter_{I}.ckpt``, and ``work_dir/last_checkpoint``
-    (a text file naming the newest one, read by ``--resume auto``). Writes are atomic.
+    (a text file naming the newest one, read by ``resume='auto'``). Writes are atomic.
 
     Args:
         interval: epochs (``by_epoch``) or iterations between saves.
@@ -145,10 +146,11 @@ class CheckpointHook(Hook):
 
     def before_run(self, runner):
         # Periodic checkpoints already in work_dir (a resumed run) count toward max_keep_ckpts.
-        self._saved = runner.list_checkpoints()
+        self._saved = ckpt_io.list_periodic(runner.work_dir)
         self._saved_iter = runner.iter if self._saved else -1
 
-    def _save(self, runner, name):
+    def _save(self, runner, by_epoch, count):
+        name = ckpt_io.periodic_name(by_epoch, count)
         if runner.last and not runner.last['finite_loss']:
             # Never replace a good checkpoint with the state of a diverging run.
             runner.log(f'checkpoint {name} not written: the last loss was not finite')
@@ -161,66 +163,76 @@ class CheckpointHook(Hook):
         self._saved.append(path)
         if runner.rank == 0 and self.max_keep_ckpts > 0:
             while len(self._saved) > self.max_keep_ckpts:
-                old = self._saved.pop(0)
-                for f in runner.checkpoint_files(old):
+                for f in ckpt_io.checkpoint_files(self._saved.pop(0)):
                     if osp.exists(f):
                         os.remove(f)
 
     def after_train_iter(self, runner):
         if not self.by_epoch and _every(runner.iter, self.interval):
-            self._save(runner, f'iter_{runner.iter}.ckpt')
+            self._save(runner, False, runner.iter)
 
     def after_train_epoch(self, runner):
         if self.by_epoch and _every(runner.epoch, self.interval):
-            self._save(runner, f'epoch_{runner.epoch}.ckpt')
+            self._save(runner, True, runner.epoch)
 
     def after_run(self, runner):
         if not self.save_last or runner.iter == 0 or runner.stopped_on_nonfinite:
             return
         if self._saved_iter != runner.iter:
-            name = f'epoch_{runner.epoch}.ckpt' if self.by_epoch and runner.iter % runner.iters_per_epoch == 0 \
-                else f'iter_{runner.iter}.ckpt'
-            self._save(runner, name)
+            on_epoch = self.by_epoch and runner.iter % runner.iters_per_epoch == 0
+            self._save(runner, on_epoch, runner.epoch if on_epoch else runner.iter)
 
 
 @HOOKS.register_module()
 class EvalHook(Hook):
-    """Run the configured verification evaluators during training (rank 0).
+    """Run the configured evaluators during training and once more at its end (rank 0).
 
-    After each evaluation one JSON line ``{"epoch", "iter", "<target>": {metrics}}`` is appended
-    to ``work_dir/metrics.jsonl``; when a target's accuracy improves, ``best_<target>.ckpt`` is
-    written (full state, like a periodic checkpoint).
+    After each evaluation one JSON line ``{"epoch", "iter", "<name>": {scalar metrics}}`` is
+    appended to ``work_dir/metrics.jsonl``; when an evaluator's primary metric improves,
+    ``best_<name>.ckpt`` is written (full state, like a periodic checkpoint). At the end of training
+    (``after_run``, after the last checkpoint is saved) every evaluator's table is printed and
+    ``work_dir/eval_results.json`` written.
 
     Args:
         interval: epochs (``by_epoch``) or iterations between evaluations (0: only at the end).
         by_epoch: count ``interval`` in epochs.
-        save_best: keep ``best_<target>.ckpt`` per target.
-        metric: the metric compared for "best" (``accuracy``).
+        save_best: keep ``best_<name>.ckpt`` per evaluator.
+        metric: the metric compared for "best"; None = each evaluator's ``primary_metric``.
+        final_eval: evaluate the final weights and report when training ends.
+        raw_pixel_floor: in the final report, put each verification target beside the accuracy of
+            raw normalized pixels on the same pairs (evaluation.floor), the bar a model must clear.
     """
-    priority = 60
+    priority = 80   # after CheckpointHook: the final checkpoint is on disk before the final evaluation
 
-    def __init__(self, interval=1, by_epoch=True, save_best=True, metric='accuracy'):
+    def __init__(self, interval=1, by_epoch=True, save_best=True, metric=None, final_eval=True,
+                 raw_pixel_floor=False):
         self.interval = int(interval)
         self.by_epoch = by_epoch
         self.save_best = save_best
         self.metric = metric
+        self.final_eval = final_eval
+        self.raw_pixel_floor = raw_pixel_floor
         self.best = {}
 
     def _run(self, runner):
         if not runner.evaluators or runner.last_eval_iter == runner.iter:
-            return
+            return runner.eval_results
         results = runner.evaluate()
-        if runner.rank != 0:
-            return
-        for target, metrics in results.items():
-            value = metrics.get(self.metric)
-            if value is None or not self.save_best:
+        if runner.rank != 0 or not self.save_best:
+            return results
+        for ev in runner.evaluators:
+            result = results[ev.name]
+            key = self.metric or ev.primary_key(result)
+            value = ev.summary(result).get(key)
+            if value is None:
                 continue
-            if value > self.best.get(target, float('-inf')):
-                self.best[target] = value
-                runner.save_checkpoint(osp.join(runner.work_dir, f'best_{target}.ckpt'))
-                runner.log(f'new best {target} {self.metric}={value:.5f} at iter {runner.iter}: '
-                           f'saved best_{target}.ckpt')
+            sign = 1.0 if ev.greater_is_better else -1.0
+            if ev.name in self.best and not sign * value > sign * self.best[ev.name]:
+                continue
+            self.best[ev.name] = value
+            runner.save_checkpoint(osp.join(runner.work_dir, f'best_{ev.name}.ckpt'))
+            runner.log(f'new best {ev.name} {key}={value:.5f} at iter {runner.iter}: saved best_{ev.name}.ckpt')
+        return results
 
     def after_train_iter(self, runner):
         if not self.by_epoch and _every(runner.iter, self.interval):
@@ -229,6 +241,24 @@ class EvalHook(Hook):
     def after_train_epoch(self, runner):
         if self.by_epoch and _every(runner.epoch, self.interval):
             self._run(runner)
+
+    def after_run(self, runner):
+        if not self.final_eval or not runner.evaluators or runner.stopped_on_nonfinite or runner.rank != 0:
+            return
+        from ..evaluation import reporting
+        results = self._run(runner)
+        runner.log('\n' + reporting.report(runner.evaluators, results,
+                                            title=f'after {runner.iter} iterations'))
+        out = {ev.name: ev.summary(results[ev.name]) for ev in runner.evaluators}
+        if self.raw_pixel_floor:
+            from ..evaluation.floor import floor_report
+            table, extra = floor_report(runner.evaluators, results)
+            for name, values in extra.items():
+                out[name].update(values)
+            if table:
+                runner.log('\n' + table)
+        path = reporting.write_json(out, osp.join(runner.work_dir, 'eval_results.json'))
+        runner.log(f'results written to {path}')
 
 
 def append_metrics_line(path, record):

@@ -1,71 +1,50 @@
-"""The training loop: a compiled train step driven by an LR schedule, hooks and checkpoints.
+"""The runner: set up a run from a config, train it (a compiled step driven by an LR schedule and
+hooks), evaluate it, test a checkpoint.
 
-``Runner.from_cfg(cfg)`` builds everything from a config (model, dataloader, optimizer, LR
-schedule, hooks, evaluators); ``runner.train()`` runs it. State that a checkpoint carries:
-model parameters (``backbone.*``, ``head.*``), optimizer state (``optimizer.*``: momenta/moments,
-step counter), and ``train_state.*`` (epoch, iter, loss scale and its counter, seed, world size).
+    runner = Runner.from_cfg(Config.fromfile('configs/arcface/vit_synthetic_cpu.py'))
+    runner.train()      # or runner.test() with cfg.load_from = a checkpoint
+
+``from_cfg`` does the whole set-up: config checks (``ConfigCheckError``), the work_dir default
+(``work_dirs/<config name>``), device, execution mode, seed, jit level and distributed init. The
+training components (model, data loader, optimizer, schedule, hooks, evaluators) are built when
+``train()`` starts, so ``test()`` never builds a training set or a classification head.
+Checkpoint files and their state are ``engine.checkpoint``'s; the end-of-training evaluation is
+``EvalHook.after_run``'s.
 """
-import glob
-import json
-import logging
 import math
 import os
 import os.path as osp
-import re
-import sys
 import time
 
 import numpy as np
 
-from ..utils.checkpoint import load_checkpoint, load_state_into, save_checkpoint
+from ..config import Config, to_plain
+from ..utils.runtime import setup_runtime
+from . import checkpoint as ckpt_io
 from . import dist
 from .amp import apply_amp, parse_loss_scale
+from .config_check import ConfigCheckError, check_config, check_evaluators, check_model, check_runtime
 from .hooks import append_metrics_line, build_hooks
+from .logger import RunLogger
 from .lr_schedules import build_lr_schedule
-from .optim import build_optimizer, optimizer_state
+from .optim import build_optimizer
 
-__all__ = ['Runner', 'NonFiniteLossError', 'find_latest_checkpoint']
-
-_OPT_PREFIX = 'optimizer.'
-_STATE_PREFIX = 'train_state.'
+__all__ = ['Runner', 'NonFiniteLossError', 'default_hooks', 'build_train_dataloader']
 
 
 class NonFiniteLossError(RuntimeError):
     """The loss stayed NaN/Inf for ``nan_patience`` consecutive steps."""
 
 
-def find_latest_checkpoint(work_dir):
-    """The checkpoint named in ``work_dir/last_checkpoint``, else the newest ``*_N.ckpt``, else None."""
-    marker = osp.join(work_dir, 'last_checkpoint')
-    if osp.isfile(marker):
-        with open(marker, encoding='utf-8') as f:
-            path = f.read().strip()
-        if path and not osp.isabs(path):
-            path = osp.join(work_dir, path)
-        if osp.isfile(path):
-            return path
-    found = []
-    for path in glob.glob(osp.join(work_dir, '*.ckpt')):
-        m = re.match(r'(epoch|iter)_(\d+)\.ckpt$', osp.basename(path))
-        if m:
-            found.append((osp.getmtime(path), path))
-    return max(found)[1] if found else None
-
-
 def _to_numpy_batch(batch):
-    if isinstance(batch, dict):
-        img, label = batch['img'], batch['label']
-    else:
-        img, label = batch[0], batch[1]
-    if hasattr(img, 'asnumpy'):
-        img = img.asnumpy()
-    if hasattr(label, 'asnumpy'):
-        label = label.asnumpy()
+    img, label = (batch['img'], batch['label']) if isinstance(batch, dict) else (batch[0], batch[1])
+    img = img.asnumpy() if hasattr(img, 'asnumpy') else img
+    label = label.asnumpy() if hasattr(label, 'asnumpy') else label
     return np.asarray(img, dtype=np.float32), np.asarray(label).astype(np.int32)
 
 
 class Runner:
-    """Train ``model`` with ``optimizer`` on ``train_dataloader``.
+    """Train ``model`` with ``optimizer`` on ``train_dataloader`` (or build them from ``cfg``).
 
     Args:
         model: ``nn.Cell`` with ``construct(img, label) -> scalar loss`` (a FaceRecognizer).
@@ -77,54 +56,39 @@ class Runner:
         max_epochs: epochs to train.
         work_dir: where logs, config and checkpoints go.
         hooks: list of Hook objects or hook config dicts.
-        evaluators: list of objects with ``evaluate(model) -> {target: {metric: value}}``.
-        mode: 'graph' (compiled step) or 'pynative'; the context is set by the caller.
+        evaluators: evaluators (``evaluation.BaseEvaluator`` or any object with ``name`` and
+            ``evaluate(embed_fn) -> dict``).
+        mode: 'graph' (compiled step) or 'pynative'; the context is set by ``from_cfg`` or the caller.
         loss_scale: see ``amp.parse_loss_scale``.
         clip_grad_norm: max global norm of the clipped gradients (None: no clipping).
         clip_prefixes: parameter-name prefixes clipped (default the backbone, as the reference).
         nan_patience: stop after this many consecutive non-finite losses.
         batch_size: per-rank batch size (for samples/sec); default read from the dataloader.
         seed: stored in checkpoints.
-        cfg: the Config, dumped to ``work_dir`` and kept for reference.
+        cfg: the Config; dumped to ``work_dir``. With ``model=None`` the training components are
+            built from it when ``train()`` starts.
+        max_iters: stop after this many iterations (default ``max_epochs * len(train_dataloader)``).
+        resume: ``'auto'`` (newest checkpoint in ``work_dir``, if any) or a checkpoint path to
+            continue from when ``train()`` starts.
+        load_from: checkpoint whose weights start training (fine-tuning), or the one ``test()``
+            evaluates.
     """
 
-    def __init__(self, model, train_dataloader, optimizer, lr_schedule, max_epochs, work_dir, hooks=(),
-                 evaluators=(), mode='graph', loss_scale=None, clip_grad_norm=None,
+    def __init__(self, model=None, train_dataloader=None, optimizer=None, lr_schedule=None, max_epochs=None,
+                 work_dir=None, hooks=(), evaluators=(), mode='graph', loss_scale=None, clip_grad_norm=None,
                  clip_prefixes=('backbone.',), nan_patience=5, batch_size=None, seed=None, cfg=None,
-                 max_iters=None):
-        from .train_step import TrainStep
-        self.model = model
-        self.train_dataloader = train_dataloader
-        self.optimizer = optimizer
-        self.lr_schedule = lr_schedule
-        self.max_epochs = int(max_epochs)
-        self.work_dir = osp.abspath(work_dir)
-        self.evaluators = list(evaluators or [])
-        self.mode = mode
+                 max_iters=None, resume=None, load_from=None):
+        if work_dir is None:
+            raise ValueError('Runner needs a work_dir (Runner.from_cfg defaults it to work_dirs/<config name>)')
+        self.work_dir = osp.abspath(str(work_dir))
         self.cfg = cfg
         self.seed = seed
-        self.nan_patience = int(nan_patience)
+        self.resume_from = resume
+        self.load_from = load_from
         self.rank = dist.get_rank()
         self.world_size = dist.get_world_size()
-        self.iters_per_epoch = len(train_dataloader)
-        if self.iters_per_epoch <= 0:
-            raise ValueError('the training dataloader yields no batch per epoch: the dataset is smaller than '
-                             'one batch (with drop_remainder=True) or empty')
-        self.max_iters = int(max_iters) if max_iters else self.max_epochs * self.iters_per_epoch
-        self.batch_size = int(batch_size or getattr(train_dataloader, 'batch_size', 0) or 0)
-        self.global_batch_size = self.batch_size * self.world_size
-        if _head_is_sharded(model):
-            # Each rank's PartialFC shard holds different classes: its gradient must not be
-            # averaged with other ranks' (MindSpore's reducer skips layerwise-parallel params).
-            for p in model.head.get_parameters():
-                p.layerwise_parallel = True
-        ls = parse_loss_scale(loss_scale)
-        self.loss_scale_mode = ls.mode
-        self.train_step = TrainStep(model, optimizer, ls, clip_grad_norm=clip_grad_norm,
-                                    clip_prefixes=clip_prefixes,
-                                    grad_reducer=dist.build_grad_reducer(optimizer.parameters))
-        self.hooks = build_hooks(hooks)
-        self.model_param_names = {p.name for p in model.get_parameters()}
+        self.model = None
+        self.train_step = None
         self.epoch = 0
         self.iter = 0
         self.skipped_steps = 0
@@ -135,211 +99,151 @@ class Runner:
         self.eval_results = {}
         self._embed_fn = None
         os.makedirs(self.work_dir, exist_ok=True)
-        self._logger = self._make_logger()
+        self.logger = RunLogger(self.work_dir, enabled=self.rank == 0)
+        if model is not None:
+            self.logger.attach('train.log')
+            self._setup_training(model, train_dataloader, optimizer, lr_schedule, max_epochs, hooks, evaluators,
+                                 mode, loss_scale, clip_grad_norm, clip_prefixes, nan_patience, batch_size,
+                                 max_iters)
+        elif cfg is None:
+            raise ValueError('Runner needs either the training components (model, train_dataloader, ...) or cfg')
 
-    # --- building from a config -----------------------------------------------------------
+    # --- set-up -----------------------------------------------------------------------------
     @classmethod
-    def from_cfg(cls, cfg, train_dataloader=None, model=None):
-        """Build a Runner from a Config (see configs/_base_/default_runtime.py for the keys)."""
+    def from_cfg(cls, cfg):
+        """Check ``cfg``, prepare the process (device, mode, seed, jit level, distributed) and return a Runner.
+
+        Keys read besides the components: ``work_dir`` (default ``work_dirs/<config file name>``),
+        ``resume`` ('auto' or a path), ``load_from`` (a path), ``runtime.*``. Raises
+        ``ConfigCheckError`` before anything is built when a key is missing or wrong.
+        """
+        import facekit  # noqa: F401  (every registry filled)
+        if not isinstance(cfg, Config):
+            cfg = Config(to_plain(cfg))
+        if cfg.get('runtime') is None:
+            cfg.runtime = {}
+        check_runtime(cfg)
+        check_model(cfg)
+        check_evaluators(cfg, 'test_evaluators')
+        if cfg.get('train_dataloader') is not None:
+            check_config(cfg)
+        resume, load_from = cfg.get('resume'), cfg.get('load_from')
+        if resume and load_from and cfg.get('train_dataloader') is not None:
+            raise ConfigCheckError('resume and load_from are exclusive (resume continues a run; load_from starts '
+                                   'a new one from weights)')
+        if resume and resume != 'auto' and not osp.isfile(str(resume)):
+            raise ConfigCheckError(f'resume checkpoint not found: {resume}')
+        if load_from and not osp.isfile(str(load_from)):
+            raise ConfigCheckError(f'load_from checkpoint not found: {load_from}')
+        work_dir = cfg.get('work_dir') or osp.join(
+            'work_dirs', osp.splitext(osp.basename(cfg.filename))[0] if cfg.filename else 'default')
+        cfg.work_dir = osp.abspath(work_dir)
+        runtime = cfg.runtime
+        try:
+            target = setup_runtime(runtime.get('device_target', 'auto'), runtime.get('mode', 'graph'),
+                                   seed=runtime.get('seed'))
+        except ValueError as e:
+            raise ConfigCheckError(f'runtime: {e}') from None
+        if runtime.get('jit_level'):
+            import mindspore as ms
+            ms.set_context(jit_config={'jit_level': str(runtime.jit_level)})
+        dist.init_dist(runtime.get('comm_backend'))
+        cfg.merge_from_dict({'runtime.device_target_resolved': target})
+        return cls(cfg=cfg, work_dir=cfg.work_dir, seed=runtime.get('seed'), resume=resume or None,
+                   load_from=load_from or None)
+
+    def _build_from_cfg(self):
+        """Build model, data loader, optimizer, schedule, hooks and evaluators from ``self.cfg``."""
         from ..registry import EVALUATORS, MODELS
-        runtime = cfg.get('runtime', {}) or {}
-        device_target = runtime.get('device_target_resolved', runtime.get('device_target', 'CPU'))
-        if model is None:
-            model = MODELS.build(cfg.model.to_dict() if hasattr(cfg.model, 'to_dict') else dict(cfg.model))
-        model = apply_amp(model, runtime.get('amp_level', 'O0'), device_target,
+        cfg = self.cfg
+        check_config(cfg)
+        runtime = cfg.get('runtime') or {}
+        model = MODELS.build(to_plain(cfg.model))
+        model = apply_amp(model, runtime.get('amp_level', 'O0'),
+                          runtime.get('device_target_resolved', runtime.get('device_target', 'CPU')),
                           runtime.get('allow_cpu_fp16', False))
-        if train_dataloader is None:
-            train_dataloader = build_train_dataloader(cfg)
-        train_cfg = cfg.get('train_cfg', {}) or {}
+        loader = build_train_dataloader(cfg)
+        train_cfg = cfg.get('train_cfg') or {}
         max_epochs = train_cfg.get('max_epochs')
-        if not max_epochs or max_epochs <= 0:
-            raise ValueError(f'train_cfg.max_epochs must be a positive number, got {max_epochs!r}')
-        optimizer = build_optimizer(_plain(cfg.optimizer), model)
-        ipe = len(train_dataloader)
+        optimizer = build_optimizer(to_plain(cfg.optimizer), model)
+        ipe = len(loader)
         # train_cfg.max_iters (optional) stops early, e.g. a CI run of a real config; the LR
         # schedule is then compressed into those iterations so it still warms up and decays.
         max_iters = train_cfg.get('max_iters')
         if max_iters is not None and (int(max_iters) <= 0 or int(max_iters) > max_epochs * ipe):
-            raise ValueError(f'train_cfg.max_iters={max_iters} must be in [1, max_epochs * iters_per_epoch = '
-                             f'{max_epochs * ipe}]')
+            raise ConfigCheckError(f'train_cfg.max_iters={max_iters} must be in [1, max_epochs * iters_per_epoch = '
+                                   f'{max_epochs * ipe}]')
         sched_ipe = int(max_iters) / max_epochs if max_iters else ipe
-        lr_cfg = _plain(cfg.get('lr_schedule', dict(type='ConstantLR')))
-        lr_schedule = build_lr_schedule(lr_cfg, optimizer.facekit_base_lr, sched_ipe, max_epochs)
+        lr_schedule = build_lr_schedule(to_plain(cfg.get('lr_schedule', dict(type='ConstantLR'))),
+                                        optimizer.facekit_base_lr, sched_ipe, max_epochs)
         evaluators = []
         if dist.is_main_process():
-            for ev in cfg.get('val_evaluators', []) or []:
-                evaluators.append(EVALUATORS.build(_plain(ev)))
-        work_dir = cfg.get('work_dir')
-        return cls(model, train_dataloader, optimizer, lr_schedule, max_epochs, work_dir,
-                   hooks=default_hooks(cfg),
-                   evaluators=evaluators,
-                   mode=runtime.get('mode', 'graph'),
-                   loss_scale=_plain(runtime.get('loss_scale')),
-                   clip_grad_norm=runtime.get('clip_grad_norm'),
-                   clip_prefixes=tuple(runtime.get('clip_prefixes', ('backbone.',))),
-                   nan_patience=runtime.get('nan_patience', 5),
-                   batch_size=cfg.train_dataloader.get('batch_size'),
-                   seed=runtime.get('seed'), cfg=cfg, max_iters=max_iters)
+            evaluators = [EVALUATORS.build(ev) for ev in to_plain(cfg.get('val_evaluators')) or []]
+        self._setup_training(model, loader, optimizer, lr_schedule, max_epochs, default_hooks(cfg), evaluators,
+                             runtime.get('mode', 'graph'), to_plain(runtime.get('loss_scale')),
+                             runtime.get('clip_grad_norm'), tuple(runtime.get('clip_prefixes', ('backbone.',))),
+                             runtime.get('nan_patience', 5), cfg.train_dataloader.get('batch_size'), max_iters)
 
-    # --- logging --------------------------------------------------------------------------
-    def _make_logger(self):
-        logger = logging.getLogger(f'facekit.train.{id(self)}')
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
-        if self.rank == 0:
-            fmt = logging.Formatter('%(asctime)s %(message)s', '%Y-%m-%d %H:%M:%S')
-            fh = logging.FileHandler(osp.join(self.work_dir, 'train.log'))
-            fh.setFormatter(fmt)
-            logger.addHandler(fh)
-            sh = logging.StreamHandler(sys.stdout)
-            sh.setFormatter(fmt)
-            logger.addHandler(sh)
-        return logger
+    def _setup_training(self, model, train_dataloader, optimizer, lr_schedule, max_epochs, hooks, evaluators, mode,
+                        loss_scale, clip_grad_norm, clip_prefixes, nan_patience, batch_size, max_iters):
+        from ..evaluation.base import as_evaluator
+        from .train_step import TrainStep
+        self.model = model
+        self.train_dataloader = train_dataloader
+        self.optimizer = optimizer
+        self.lr_schedule = lr_schedule
+        self.max_epochs = int(max_epochs)
+        self.mode = mode
+        self.nan_patience = int(nan_patience)
+        self.evaluators = [as_evaluator(ev) for ev in evaluators or []]
+        self.iters_per_epoch = len(train_dataloader)
+        if self.iters_per_epoch <= 0:
+            raise ValueError('the training dataloader yields no batch per epoch: the dataset is smaller than '
+                             'one batch (with drop_remainder=True) or empty')
+        self.max_iters = int(max_iters) if max_iters else self.max_epochs * self.iters_per_epoch
+        self.batch_size = int(batch_size or getattr(train_dataloader, 'batch_size', 0) or 0)
+        self.global_batch_size = self.batch_size * self.world_size
+        ls = parse_loss_scale(loss_scale)
+        self.loss_scale_mode = ls.mode
+        self.train_step = TrainStep(model, optimizer, ls, clip_grad_norm=clip_grad_norm, clip_prefixes=clip_prefixes,
+                                    grad_reducer=dist.build_grad_reducer(optimizer.parameters))
+        self.hooks = build_hooks(hooks)
+        self.model_param_names = {p.name for p in model.get_parameters()}
 
+    # --- logging ----------------------------------------------------------------------------
     def log(self, msg):
         """Write ``msg`` to the console and train.log (rank 0 only)."""
-        self._logger.info(msg)
-        for h in self._logger.handlers:
-            h.flush()
+        self.logger.info(msg)
 
     def close(self):
-        for h in list(self._logger.handlers):
-            h.close()
-            self._logger.removeHandler(h)
+        self.logger.close()
 
-    # --- checkpoints ----------------------------------------------------------------------
-    def checkpoint_files(self, path):
-        """Files that make up checkpoint ``path`` (rank files of sharded state included)."""
-        base = path[:-len('.ckpt')]
-        return [path] + sorted(glob.glob(base + '.rank*.ckpt'))
-
-    def list_checkpoints(self):
-        """Periodic checkpoints (epoch_*/iter_*) in work_dir, oldest first."""
-        found = []
-        for path in glob.glob(osp.join(self.work_dir, '*.ckpt')):
-            if re.match(r'(epoch|iter)_(\d+)\.ckpt$', osp.basename(path)):
-                found.append((osp.getmtime(path), path))
-        return [p for _, p in sorted(found)]
-
-    def _state_entries(self):
-        entries = {}
-        for name, param in self.model.parameters_and_names():
-            entries[name] = param
-        for name, param in optimizer_state(self.optimizer, self.model_param_names).items():
-            entries[_OPT_PREFIX + name] = param
-        extra = {
-            _STATE_PREFIX + 'epoch': np.int64(self.epoch),
-            _STATE_PREFIX + 'iter': np.int64(self.iter),
-            _STATE_PREFIX + 'loss_scale': np.float32(self.train_step.loss_scale.asnumpy()),
-            _STATE_PREFIX + 'loss_scale_clean_steps': np.int32(self.train_step.clean_steps.asnumpy()),
-            _STATE_PREFIX + 'seed': np.int64(self.seed if self.seed is not None else -1),
-            _STATE_PREFIX + 'world_size': np.int64(self.world_size),
-            _STATE_PREFIX + 'skipped_steps': np.int64(self.skipped_steps),
-        }
-        return entries, extra
-
+    # --- checkpoints (engine.checkpoint holds the format) ----------------------------------------
     def save_checkpoint(self, path):
-        """Write the full training state to ``path`` (rank 0) atomically; update last_checkpoint.
-
-        Data parallel keeps every replicated parameter identical across ranks, so rank 0's file
-        holds them. A sharded head (PartialFC with world_size > 1) differs per rank: each other
-        rank writes its head shard and the matching optimizer state to ``<path>.rank<R>.ckpt``.
-        """
-        entries, extra = self._state_entries()
-        if self.rank == 0:
-            save_checkpoint(entries, path, extra=extra)
-            if re.match(r'(epoch|iter)_(\d+)\.ckpt$', osp.basename(path)):
-                tmp = osp.join(self.work_dir, '.last_checkpoint.tmp')
-                with open(tmp, 'w', encoding='utf-8') as f:
-                    f.write(osp.basename(path))
-                os.replace(tmp, osp.join(self.work_dir, 'last_checkpoint'))
-        elif _head_is_sharded(self.model):
-            local = {k: v for k, v in entries.items() if _is_head_key(k)}
-            save_checkpoint(local, path[:-len('.ckpt')] + f'.rank{self.rank}.ckpt', extra=extra)
-        dist.barrier()
-
-    def _reshard_head(self, path, params, saved_world):
-        """Replace head-shard entries of ``params`` by this rank's rows of the full (re-assembled) head.
-
-        Shards are consecutive class ranges in rank order, so concatenating the saved ranks'
-        rows gives the full centre matrix, which is then cut for the current rank/world size.
-        """
-        head = self.model.head
-        start, num_local = head.class_start, head.num_local
-        parts = [params]
-        base = path[:-len('.ckpt')]
-        for r in range(1, saved_world):
-            rank_file = f'{base}.rank{r}.ckpt'
-            if not osp.isfile(rank_file):
-                raise FileNotFoundError(f'{path} was written by {saved_world} ranks with a sharded head, '
-                                        f'but its shard file {rank_file} is missing')
-            parts.append(load_checkpoint(rank_file))
-        import mindspore as ms
-        for key in [k for k in params if _is_head_key(k)]:
-            full = np.concatenate([p[key].asnumpy() for p in parts], axis=0) if saved_world > 1 \
-                else params[key].asnumpy()
-            if full.shape[0] != head.num_classes:
-                continue    # not a per-class tensor (no such head state today; kept as saved)
-            params[key] = ms.Parameter(ms.Tensor(full[start:start + num_local]), name=key)
-        return params
+        """Write the full training state to ``path`` (every rank calls this; see engine.checkpoint)."""
+        ckpt_io.save_training_state(self, path)
 
     def resume(self, path):
-        """Restore model, optimizer, loss scale, epoch and iteration from ``path``.
-
-        A PartialFC head saved by a different number of ranks is re-sharded for this one.
-        """
-        params = load_checkpoint(path)
-        key_world = _STATE_PREFIX + 'world_size'
-        saved_world = int(params[key_world].asnumpy()) if key_world in params else 1
-        saved_sharded = saved_world > 1 and osp.isfile(path[:-len('.ckpt')] + '.rank1.ckpt')
-        if saved_sharded or _head_is_sharded(self.model):
-            params = self._reshard_head(path, params, saved_world if saved_sharded else 1)
-            if saved_world != self.world_size:
-                self.log(f'{path}: PartialFC centres re-sharded from {saved_world} to {self.world_size} rank(s)')
-        model_params = {k: v for k, v in params.items() if not k.startswith((_OPT_PREFIX, _STATE_PREFIX))}
-        load_state_into(self.model, model_params, strict=True)
-        opt_state = optimizer_state(self.optimizer, self.model_param_names)
-        missing = [n for n in opt_state if _OPT_PREFIX + n not in params]
-        if missing:
-            raise ValueError(f'{path} lacks optimizer state {missing[:5]} (was it written with another optimizer '
-                             f'type? use --load-from to start a fresh optimizer)')
-        import mindspore as ms
-        for name, param in opt_state.items():
-            value = params[_OPT_PREFIX + name]
-            if tuple(value.shape) != tuple(param.shape):
-                raise ValueError(f'{path}: optimizer state {name} has shape {tuple(value.shape)}, '
-                                 f'the optimizer expects {tuple(param.shape)}')
-            param.set_data(ms.Tensor(value.asnumpy()).astype(param.dtype))
-        self.epoch = int(params[_STATE_PREFIX + 'epoch'].asnumpy())
-        self.iter = int(params[_STATE_PREFIX + 'iter'].asnumpy())
-        self.skipped_steps = int(params[_STATE_PREFIX + 'skipped_steps'].asnumpy())
-        self.train_step.loss_scale.set_data(ms.Tensor(np.float32(params[_STATE_PREFIX + 'loss_scale'].asnumpy())))
-        self.train_step.clean_steps.set_data(
-            ms.Tensor(np.int32(params[_STATE_PREFIX + 'loss_scale_clean_steps'].asnumpy())))
+        """Restore model, optimizer, loss scale, epoch and iteration from ``path``."""
+        ckpt_io.load_training_state(self, path)
         self.log(f'resumed from {path}: epoch {self.epoch}, iter {self.iter}')
 
-    def load_from(self, path):
-        """Fine-tuning start: load the backbone from ``path``; the head too when its shapes match."""
-        params = load_checkpoint(path)
-        backbone = {k[len('backbone.'):]: v for k, v in params.items() if k.startswith('backbone.')}
-        if not backbone:
-            raise ValueError(f'{path} has no backbone.* parameters to load')
-        load_state_into(self.model.backbone, backbone, strict=True)
-        head = {k[len('head.'):]: v for k, v in params.items() if k.startswith('head.')}
-        head_params = dict(self.model.head.parameters_and_names())
-        same = head and set(head) == set(head_params) and all(
-            tuple(head[n].shape) == tuple(p.shape) for n, p in head_params.items())
-        if same:
-            load_state_into(self.model.head, head, strict=True)
-            self.log(f'loaded backbone and head from {path}')
-        else:
-            self.log(f'loaded backbone from {path}; head re-initialised (its classes/shapes differ or it is absent)')
+    def load_checkpoint(self, path):
+        """Fine-tuning start: the backbone from ``path``; the head too when its shapes match."""
+        ckpt_io.load_weights(self.model, path, self.log)
 
-    # --- evaluation -----------------------------------------------------------------------
+    def list_checkpoints(self):
+        """Periodic checkpoints in work_dir, oldest first."""
+        return ckpt_io.list_periodic(self.work_dir)
+
+    def _state_entries(self):
+        return ckpt_io._state_entries(self)
+
+    # --- evaluation ---------------------------------------------------------------------------
     def evaluate(self):
-        """Run every evaluator on the model (inference mode); append a metrics JSON line.
+        """Run every evaluator on the model in inference mode; append a line to ``metrics.jsonl``.
 
-        Returns ``{target name: metrics dict}`` (each evaluator's ``evaluate`` result).
+        Returns ``{evaluator name: result dict}``.
         """
         results = {}
         if not self.evaluators:
@@ -351,33 +255,95 @@ class Runner:
         self.model.set_train(False)
         try:
             for ev in self.evaluators:
-                r = ev.evaluate(self._embed_fn)
-                results[r.get('name', getattr(ev, 'name', type(ev).__name__))] = r
+                results[ev.name] = ev.evaluate(self._embed_fn)
         finally:
             self.model.set_train(True)
         self.last_eval_iter = self.iter
         self.eval_results = results
         record = {'epoch': self.epoch, 'iter': self.iter}
-        for name, r in results.items():
-            record[name] = {k: _jsonable(v) for k, v in r.items()
-                            if k not in ('tpr', 'fpr', 'thresholds', 'name') and np.ndim(v) == 0}
+        record.update({ev.name: ev.summary(results[ev.name]) for ev in self.evaluators})
         append_metrics_line(osp.join(self.work_dir, 'metrics.jsonl'), record)
-        summary = ', '.join(f"{n} {r.get('accuracy', float('nan')):.5f}" for n, r in results.items())
-        self.log(f'eval at iter {self.iter}: {summary}')
+        self.log(f'eval at iter {self.iter}: ' + ', '.join(ev.headline(results[ev.name]) for ev in self.evaluators))
         return results
 
-    # --- the loop -------------------------------------------------------------------------
-    def _call_hooks(self, stage):
+    def test(self):
+        """Evaluate the checkpoint ``load_from`` with the configured test evaluators; rank 0 reports.
+
+        ``cfg.test_cfg`` may hold ``targets`` (list of .bin names), ``data_root``, ``batch_size``,
+        ``flip``, ``nfolds`` (overrides for every evaluator), ``out`` (JSON path, default
+        ``<work_dir>/eval_<checkpoint name>.json``) and ``roc`` (ROC PNGs in work_dir). Returns
+        ``{name: result}``; empty when no target could be found (each missing one is logged with the
+        paths searched).
+        """
+        from ..apis.model_loading import build_backbone
+        from ..evaluation import base as ev_base, reporting
+        from ..evaluation.targets import test_evaluator_cfgs
+        from ..registry import EVALUATORS
+        cfg = self.cfg
+        if not self.load_from:
+            raise ConfigCheckError('test() needs a checkpoint: set load_from (tools/test.py CONFIG CHECKPOINT)')
+        self.logger.attach('test.log')
+        test_cfg = to_plain(cfg.get('test_cfg')) or {}
+        try:
+            selected, missing = test_evaluator_cfgs(cfg, targets=test_cfg.get('targets'),
+                                                    data_root=test_cfg.get('data_root'),
+                                                    batch_size=test_cfg.get('batch_size'), flip=test_cfg.get('flip'),
+                                                    nfolds=test_cfg.get('nfolds'))
+        except ValueError as e:
+            raise ConfigCheckError(str(e)) from None
+        for name, searched in missing:
+            self.log(f'MISSING {name}: no .bin file; searched:\n' + '\n'.join(f'    {p}' for p in searched))
+        if not selected:
+            self.log('nothing to evaluate')
+            return {}
+        backbone = build_backbone(cfg, self.load_from)
+        evaluators = [ev_base.as_evaluator(EVALUATORS.build(c)) for c in selected]
+        results = ev_base.evaluate_all(evaluators, backbone, dist=dist.dist_info(), log=self.log)
+        if self.rank == 0:
+            self.log('\n' + reporting.report(evaluators, results))
+            out = test_cfg.get('out') or osp.join(
+                self.work_dir, f'eval_{osp.splitext(osp.basename(str(self.load_from)))[0]}.json')
+            payload = dict(config=cfg.filename, checkpoint=osp.abspath(str(self.load_from)),
+                           missing={name: searched for name, searched in missing}, results=results)
+            self.log(f'results written to {reporting.write_json(payload, out)}')
+            if test_cfg.get('roc'):
+                for ev in evaluators:
+                    png = ev.plot(results[ev.name], osp.join(self.work_dir, f'roc_{ev.name}.png'))
+                    if png:
+                        self.log(f'ROC written to {png}')
+        dist.barrier()
+        return results
+
+    # --- the loop -------------------------------------------------------------------------------
+    def call_hooks(self, stage):
         for h in self.hooks:
             getattr(h, stage)(self)
+
+    def _start(self):
+        """Build what is missing, resume or load weights, dump the config."""
+        self.logger.attach('train.log')
+        if self.model is None:
+            self._build_from_cfg()
+        if self.resume_from:
+            path = (ckpt_io.find_latest_checkpoint(self.work_dir) if self.resume_from == 'auto'
+                    else self.resume_from)
+            if path is None:
+                self.log(f'resume auto: no checkpoint in {self.work_dir}; starting from scratch')
+            else:
+                self.resume(path)
+        elif self.load_from:
+            self.load_checkpoint(self.load_from)
+        self.resume_from = self.load_from = None
+        if self.cfg is not None and self.rank == 0:
+            self.cfg.dump(osp.join(self.work_dir, osp.basename(self.cfg.filename or 'config.py')))
 
     def train(self):
         """Train until ``max_iters``; returns ``self.history`` [(iter, lr, loss), ...]."""
         import mindspore as ms
+        t_start = time.time()
+        self._start()
         self.model.set_train(True)
-        if self.cfg is not None and self.rank == 0:
-            self.cfg.dump(osp.join(self.work_dir, osp.basename(self.cfg.filename or 'config.py')))
-        self._call_hooks('before_run')
+        self.call_hooks('before_run')
         self.log(f'training: {self.max_iters} iterations ({self.max_epochs} epochs x {self.iters_per_epoch}), '
                  f'batch {self.batch_size} x {self.world_size} rank(s), mode {self.mode}, work_dir {self.work_dir}')
         bad_run = 0
@@ -387,11 +353,10 @@ class Runner:
             self.epoch = epoch
             if hasattr(self.train_dataloader, 'set_epoch'):
                 self.train_dataloader.set_epoch(epoch)
-            self._call_hooks('before_train_epoch')
+            self.call_hooks('before_train_epoch')
             skip = self.iter - epoch * self.iters_per_epoch
-            data_iter = iter(self.train_dataloader)
             t_data = time.perf_counter()
-            for i, batch in enumerate(data_iter):
+            for i, batch in enumerate(self.train_dataloader):
                 if i < skip:
                     t_data = time.perf_counter()
                     continue
@@ -422,20 +387,22 @@ class Runner:
                         self._stop_nonfinite(bad_run, last_good)
                 if self.iter == (epoch + 1) * self.iters_per_epoch:
                     self.epoch = epoch + 1
-                self._call_hooks('after_train_iter')
+                self.call_hooks('after_train_iter')
                 t_data = time.perf_counter()
             if self.iter == (epoch + 1) * self.iters_per_epoch:
                 self.epoch = epoch + 1
-                self._call_hooks('after_train_epoch')
+                self.call_hooks('after_train_epoch')
             elif self.iter < self.max_iters:
                 raise RuntimeError(f'the training dataloader stopped after {i + 1} batches in epoch {epoch}, '
                                    f'but len() promised {self.iters_per_epoch}')
-        self._call_hooks('after_run')
+        self.log(f'training finished in {time.time() - t_start:.1f} s ({self.iter} iterations)')
+        self.call_hooks('after_run')
+        dist.barrier()
         return self.history
 
     def _stop_nonfinite(self, bad_run, last_good):
         self.stopped_on_nonfinite = True
-        ckpt = find_latest_checkpoint(self.work_dir)
+        ckpt = ckpt_io.find_latest_checkpoint(self.work_dir)
         where = f'last good checkpoint: {ckpt}' if ckpt else 'no checkpoint was written yet'
         if last_good:
             good = f'last finite loss {last_good[2]:.5f} at iteration {last_good[0]} (lr {last_good[1]:.4e})'
@@ -445,57 +412,29 @@ class Runner:
                f'(epoch {self.epoch + 1}); {good}; {where}. Those steps were skipped (weights unchanged). '
                f'Lower optimizer.lr, enable runtime.clip_grad_norm or check the data.')
         self.log(msg)
-        self._call_hooks('after_run')
+        self.call_hooks('after_run')
         raise NonFiniteLossError(msg)
-
-
-def _head_is_sharded(model):
-    """True when the model's head holds only this rank's class centres (distributed PartialFC)."""
-    head = getattr(model, 'head', None)
-    return bool(getattr(head, 'distributed', False)) and getattr(head, 'world_size', 1) > 1
-
-
-def _is_head_key(key):
-    """Checkpoint names of head parameters and of optimizer state kept per head parameter."""
-    if key.startswith(_OPT_PREFIX):
-        key = key[len(_OPT_PREFIX):].split('.', 1)[-1]
-    return key.startswith('head.')
-
-
-def _plain(obj):
-    if hasattr(obj, 'to_dict'):
-        return obj.to_dict()
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_plain(v) for v in obj]
-    return obj
-
-
-def _jsonable(v):
-    if isinstance(v, (np.floating, np.integer)):
-        return v.item()
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    return v
 
 
 def default_hooks(cfg):
     """``cfg.hooks`` when given; else logger/checkpoint/eval hooks from ``runtime`` plus ``custom_hooks``."""
     if cfg.get('hooks') is not None:
-        return [_plain(h) for h in cfg.hooks]
-    runtime = cfg.get('runtime', {}) or {}
+        return to_plain(cfg.hooks)
+    runtime = cfg.get('runtime') or {}
+    train_cfg = cfg.get('train_cfg') or {}
     hooks = [dict(type='LoggerHook', interval=runtime.get('log_interval', 50)),
              dict(type='CheckpointHook', interval=runtime.get('checkpoint_interval', 1),
                   max_keep_ckpts=runtime.get('max_keep_ckpts', 3))]
     if cfg.get('val_evaluators'):
-        hooks.append(dict(type='EvalHook', interval=runtime.get('eval_interval', 1)))
-    return hooks + [_plain(h) for h in cfg.get('custom_hooks', []) or []]
+        hooks.append(dict(type='EvalHook', interval=runtime.get('eval_interval', 1),
+                          final_eval=train_cfg.get('final_eval', True),
+                          raw_pixel_floor=train_cfg.get('raw_pixel_floor', False)))
+    return hooks + (to_plain(cfg.get('custom_hooks')) or [])
 
 
 def build_train_dataloader(cfg):
     """Build ``cfg.train_dataloader`` through facekit.datasets, sharded by rank (a FaceDataLoader)."""
     from ..datasets import build_dataloader
-    loader_cfg = _plain(cfg.train_dataloader)
-    seed = (cfg.get('runtime', {}) or {}).get('seed')
-    return build_dataloader(loader_cfg, rank=dist.get_rank(), world_size=dist.get_world_size(), seed=seed)
+    seed = (cfg.get('runtime') or {}).get('seed')
+    return build_dataloader(to_plain(cfg.train_dataloader), rank=dist.get_rank(), world_size=dist.get_world_size(),
+                            seed=seed)

@@ -170,7 +170,7 @@ def test_load_from_takes_backbone_and_reinitialises_a_different_head(tmp_path):
     net = TinyRecognizer(num_classes=5)    # other classes: the head cannot be reused
     head0 = net.head.weight.asnumpy().copy()
     r = Runner(net, ArrayLoader(num_classes=5), SGD(net, lr=0.1), PolyLR(0.1, 8), 1, str(tmp_path / 'ft'))
-    r.load_from(ckpt)
+    r.load_checkpoint(ckpt)
     np.testing.assert_array_equal(net.backbone[0].weight.asnumpy(), src.model.backbone[0].weight.asnumpy())
     np.testing.assert_array_equal(net.backbone[1].moving_mean.asnumpy(), src.model.backbone[1].moving_mean.asnumpy())
     np.testing.assert_array_equal(net.head.weight.asnumpy(), head0)
@@ -179,7 +179,7 @@ def test_load_from_takes_backbone_and_reinitialises_a_different_head(tmp_path):
 
     same = TinyRecognizer()
     r2 = Runner(same, ArrayLoader(), SGD(same, lr=0.1), PolyLR(0.1, 8), 1, str(tmp_path / 'ft2'))
-    r2.load_from(ckpt)
+    r2.load_checkpoint(ckpt)
     np.testing.assert_array_equal(same.head.weight.asnumpy(), src.model.head.weight.asnumpy())
     r2.close()
 

@@ -10,15 +10,12 @@ mode; onnxruntime runs the file ``facekit.apis.export`` writes (dynamic batch) w
 optimisations. Figures on a shared machine are noisy: compare engines in the same run.
 """
 import argparse
-import os
 import os.path as osp
 import statistics
 import sys
 import tempfile
 import time
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
-os.environ.setdefault('ONEDNN_MAX_CPU_ISA', 'AVX2')
 
 # PyTorch reference on the development machine (DESIGN.md, inference batch 64, fp32).
 PYTORCH_REFERENCE = {'iresnet18': 29.4, 'iresnet50': 12.5, 'mobilefacenet': 87.8, 'vit_t': 43.0}

@@ -1,0 +1,223 @@
+"""Training checkpoints: one naming rule, and the full training state saved and restored.
+
+Names: periodic checkpoints are ``epoch_<E>.ckpt`` or ``iter_<I>.ckpt``; ``best_<target>.ckpt``
+holds the best evaluation so far; ``last_checkpoint`` (a text file) names the newest periodic one.
+A head whose class centres are sharded over ranks (PartialFC on several ranks) writes the other
+ranks' rows to ``<name>.rank<R>.ckpt`` beside rank 0's file.
+
+A checkpoint holds model parameters (``backbone.*``, ``head.*``), optimizer state (``optimizer.*``)
+and ``train_state.*`` scalars (epoch, iter, loss scale and its counter, seed, world size, skipped
+steps). The head re-shards its own rows through ``BaseHead.shard_slice()`` when the number of ranks
+changed between save and resume.
+"""
+import glob
+import os
+import os.path as osp
+import re
+
+import numpy as np
+
+from ..utils.checkpoint import load_checkpoint, load_state_into, save_checkpoint
+from . import dist
+from .optim import optimizer_state
+
+__all__ = ['PERIODIC_NAME', 'periodic_name', 'is_periodic', 'list_periodic', 'find_latest_checkpoint',
+           'checkpoint_files', 'save_training_state', 'load_training_state', 'load_weights', 'OPT_PREFIX',
+           'STATE_PREFIX']
+
+PERIODIC_NAME = re.compile(r'(epoch|iter)_(\d+)\.ckpt$')
+OPT_PREFIX = 'optimizer.'
+STATE_PREFIX = 'train_state.'
+LAST_MARKER = 'last_checkpoint'
+
+
+def periodic_name(by_epoch, count):
+    """``epoch_<count>.ckpt`` or ``iter_<count>.ckpt``."""
+    return f"{'epoch' if by_epoch else 'iter'}_{int(count)}.ckpt"
+
+
+def is_periodic(path):
+    """True for ``epoch_N.ckpt`` / ``iter_N.ckpt`` (not best_*, not rank shard files)."""
+    return PERIODIC_NAME.match(osp.basename(path)) is not None
+
+
+def list_periodic(work_dir):
+    """Periodic checkpoints in ``work_dir``, oldest first (by modification time)."""
+    found = [(osp.getmtime(p), p) for p in glob.glob(osp.join(work_dir, '*.ckpt')) if is_periodic(p)]
+    return [p for _, p in sorted(found)]
+
+
+def find_latest_checkpoint(work_dir):
+    """The checkpoint named in ``work_dir/last_checkpoint``, else the newest periodic one, else None."""
+    marker = osp.join(work_dir, LAST_MARKER)
+    if osp.isfile(marker):
+        with open(marker, encoding='utf-8') as f:
+            path = f.read().strip()
+        if path and not osp.isabs(path):
+            path = osp.join(work_dir, path)
+        if osp.isfile(path):
+            return path
+    found = list_periodic(work_dir)
+    return found[-1] if found else None
+
+
+def checkpoint_files(path):
+    """Files that make up checkpoint ``path``: itself and its rank shard files."""
+    return [path] + sorted(glob.glob(path[:-len('.ckpt')] + '.rank*.ckpt'))
+
+
+def _rank_file(path, rank):
+    return f"{path[:-len('.ckpt')]}.rank{rank}.ckpt"
+
+
+def sharded_head(model):
+    """The model's head when its class centres are split over ranks, else None."""
+    from ..models.heads.base import BaseHead
+    head = getattr(model, 'head', None)
+    return head if isinstance(head, BaseHead) and head.is_sharded else None
+
+
+def _head_sharded_keys(model, keys):
+    """Checkpoint keys holding rows of the sharded head's per-class parameters (model and optimizer)."""
+    head = sharded_head(model)
+    if head is None:
+        return []
+    names = {'head.' + n for n in head.sharded_param_names()}
+    out = []
+    for key in keys:
+        bare = key
+        if key.startswith(OPT_PREFIX):
+            bare = key[len(OPT_PREFIX):].split('.', 1)[-1]
+        if bare in names:
+            out.append(key)
+    return out
+
+
+def _state_entries(runner):
+    entries = dict(runner.model.parameters_and_names())
+    for name, param in optimizer_state(runner.optimizer, runner.model_param_names).items():
+        entries[OPT_PREFIX + name] = param
+    step = runner.train_step
+    extra = {
+        STATE_PREFIX + 'epoch': np.int64(runner.epoch),
+        STATE_PREFIX + 'iter': np.int64(runner.iter),
+        STATE_PREFIX + 'loss_scale': np.float32(step.loss_scale.asnumpy()),
+        STATE_PREFIX + 'loss_scale_clean_steps': np.int32(step.clean_steps.asnumpy()),
+        STATE_PREFIX + 'seed': np.int64(runner.seed if runner.seed is not None else -1),
+        STATE_PREFIX + 'world_size': np.int64(runner.world_size),
+        STATE_PREFIX + 'skipped_steps': np.int64(runner.skipped_steps),
+    }
+    return entries, extra
+
+
+def save_training_state(runner, path):
+    """Write the runner's full training state to ``path`` atomically (every rank must call this).
+
+    Replicated parameters are identical on every rank, so rank 0's file holds them; each other rank
+    of a sharded head writes its head rows and their optimizer state to ``<path>.rank<R>.ckpt``.
+    A periodic checkpoint also becomes ``last_checkpoint``.
+    """
+    entries, extra = _state_entries(runner)
+    if runner.rank == 0:
+        save_checkpoint(entries, path, extra=extra)
+        if is_periodic(path):
+            tmp = osp.join(osp.dirname(path), f'.{LAST_MARKER}.tmp')
+            with open(tmp, 'w', encoding='utf-8') as f:
+                f.write(osp.basename(path))
+            os.replace(tmp, osp.join(osp.dirname(path), LAST_MARKER))
+    else:
+        keys = _head_sharded_keys(runner.model, entries)
+        if keys:
+            save_checkpoint({k: entries[k] for k in keys}, _rank_file(path, runner.rank), extra=extra)
+    dist.barrier()
+
+
+def _reshard(model, path, params, saved_world):
+    """Replace the sharded head's rows in ``params`` by this rank's rows of the re-assembled full state.
+
+    Shards are consecutive class ranges in rank order: concatenating the saved ranks' rows gives the
+    full (num_classes, ...) tensor, which the head then cuts with ``shard_slice()``.
+    """
+    import mindspore as ms
+    head = getattr(model, 'head', None)
+    parts = [params]
+    for r in range(1, saved_world):
+        rank_file = _rank_file(path, r)
+        if not osp.isfile(rank_file):
+            raise FileNotFoundError(f'{path} was written by {saved_world} ranks with a sharded head, '
+                                    f'but its shard file {rank_file} is missing')
+        parts.append(load_checkpoint(rank_file))
+    from ..models.heads.base import BaseHead
+    if not isinstance(head, BaseHead):
+        return params
+    names = {'head.' + n for n in head.sharded_param_names()}
+    start, num_local = head.shard_slice()
+    for key in list(params):
+        bare = key[len(OPT_PREFIX):].split('.', 1)[-1] if key.startswith(OPT_PREFIX) else key
+        if bare not in names:
+            continue
+        full = np.concatenate([p[key].asnumpy() for p in parts], axis=0)
+        if full.shape[0] != head.num_classes:
+            raise ValueError(f'{path}: {key} re-assembled from {saved_world} rank file(s) has '
+                             f'{full.shape[0]} rows, the head has {head.num_classes} classes')
+        params[key] = ms.Parameter(ms.Tensor(full[start:start + num_local]), name=key)
+    return params
+
+
+def load_training_state(runner, path):
+    """Restore model, optimizer, loss scale, epoch, iteration and counters from ``path``.
+
+    A sharded head saved by a different number of ranks is re-sharded for this one.
+    """
+    import mindspore as ms
+    params = load_checkpoint(path)
+    key_world = STATE_PREFIX + 'world_size'
+    saved_world = int(params[key_world].asnumpy()) if key_world in params else 1
+    saved_sharded = saved_world > 1 and osp.isfile(_rank_file(path, 1))
+    if saved_sharded or sharded_head(runner.model) is not None:
+        params = _reshard(runner.model, path, params, saved_world if saved_sharded else 1)
+        if saved_world != runner.world_size:
+            runner.log(f'{path}: sharded head re-sharded from {saved_world} to {runner.world_size} rank(s)')
+    model_params = {k: v for k, v in params.items() if not k.startswith((OPT_PREFIX, STATE_PREFIX))}
+    load_state_into(runner.model, model_params, strict=True)
+    opt_state = optimizer_state(runner.optimizer, runner.model_param_names)
+    missing = [n for n in opt_state if OPT_PREFIX + n not in params]
+    if missing:
+        raise ValueError(f'{path} lacks optimizer state {missing[:5]} (was it written with another optimizer '
+                         f'type? use --load-from to start a fresh optimizer)')
+    for name, param in opt_state.items():
+        value = params[OPT_PREFIX + name]
+        if tuple(value.shape) != tuple(param.shape):
+            raise ValueError(f'{path}: optimizer state {name} has shape {tuple(value.shape)}, '
+                             f'the optimizer expects {tuple(param.shape)}')
+        param.set_data(ms.Tensor(value.asnumpy()).astype(param.dtype))
+
+    def scalar(name):
+        key = STATE_PREFIX + name
+        if key not in params:
+            raise ValueError(f'{path} lacks {key}: it is not a facekit training checkpoint '
+                             f'(use --load-from to start from its weights)')
+        return params[key].asnumpy()
+    runner.epoch = int(scalar('epoch'))
+    runner.iter = int(scalar('iter'))
+    runner.skipped_steps = int(scalar('skipped_steps'))
+    runner.train_step.loss_scale.set_data(ms.Tensor(np.float32(scalar('loss_scale'))))
+    runner.train_step.clean_steps.set_data(ms.Tensor(np.int32(scalar('loss_scale_clean_steps'))))
+
+
+def load_weights(model, path, log):
+    """Fine-tuning start: load the backbone from ``path``; the head too when its shapes match."""
+    params = load_checkpoint(path)
+    backbone = {k[len('backbone.'):]: v for k, v in params.items() if k.startswith('backbone.')}
+    if not backbone:
+        raise ValueError(f'{path} has no backbone.* parameters to load')
+    load_state_into(model.backbone, backbone, strict=True)
+    head = {k[len('head.'):]: v for k, v in params.items() if k.startswith('head.')}
+    head_params = dict(model.head.parameters_and_names())
+    same = head and set(head) == set(head_params) and all(
+        tuple(head[n].shape) == tuple(p.shape) for n, p in head_params.items())
+    if same:
+        load_state_into(model.head, head, strict=True)
+        log(f'loaded backbone and head from {path}')
+    else:
+        log(f'loaded backbone from {path}; head re-initialised (its classes/shapes differ or it is absent)')
