@@ -7,4 +7,5 @@ from .evaluators import TarFarEvaluator, VerificationEvaluator, tar_key, xnorm  
 from .reporting import (format_mean_std, plot_roc, report, tar_far_table, verification_table,  # noqa: F401
                         write_json)
 from .tar_far import aggregate_templates, roc_curve, tar_at_far, template_pair_scores  # noqa: F401
+from .targets import data_roots, test_evaluator_cfgs  # noqa: F401
 from .verification import kfold_splits, l2_normalize, verification_metrics  # noqa: F401
