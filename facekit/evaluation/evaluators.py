@@ -1,4 +1,5 @@
-"""Registered evaluators: ``evaluate(model_or_embed_fn) -> dict`` over a test set.
+"""Registered evaluators (``BaseEvaluator`` subclasses): ``evaluate(model_or_embed_fn) -> dict``
+over a test set, plus how their results are summarized, tabulated, logged and plotted.
 
 ``model_or_embed_fn`` is a MindSpore cell (a FaceRecognizer, whose ``extract`` is used, or a
 bare backbone) or a callable ``(B, 3, 112, 112) float32 ndarray -> (B, E) ndarray``.
@@ -9,11 +10,13 @@ import time
 import numpy as np
 
 from ..registry import DATASETS, EVALUATORS
+from .base import BaseEvaluator, scalar_summary
 from .embedding import as_embed_fn, decode_image, embed_images, flip_sum, inference_mode
-from .tar_far import DEFAULT_FARS, aggregate_templates, roc_curve, tar_at_far, template_pair_scores
+from .reporting import ascii_table, format_mean_std, format_value, plot_roc
+from .tar_far import DEFAULT_FARS, NOT_AVAILABLE, aggregate_templates, roc_curve, tar_at_far, template_pair_scores
 from .verification import equal_error_rate, l2_normalize, roc_auc, verification_metrics
 
-__all__ = ['VerificationEvaluator', 'TarFarEvaluator', 'xnorm']
+__all__ = ['VerificationEvaluator', 'TarFarEvaluator', 'xnorm', 'tar_key']
 
 
 def xnorm(raw, raw_flip=None):
@@ -29,9 +32,13 @@ def xnorm(raw, raw_flip=None):
 
 
 @EVALUATORS.register_module()
-class VerificationEvaluator:
+class VerificationEvaluator(BaseEvaluator):
     """10-fold pair verification on a .bin file (lfw, cfp_fp, agedb_30, calfw, cplfw ...) or on
     pairs drawn from a labelled dataset.
+
+    Primary metric: ``accuracy`` (10-fold mean, flip test when ``flip``). Summary: the result's
+    scalars (per-fold lists and the ROC left out). Log lines: the reference script's XNorm,
+    Accuracy (no flip) and Accuracy-Flip.
 
     Args:
         bin_path: path of a verification .bin (pickled encoded images + issame list).
@@ -45,6 +52,9 @@ class VerificationEvaluator:
         num_pairs: pairs drawn from ``dataset``.
         seed: seed of the pair drawing from ``dataset``.
     """
+
+    primary_metric = 'accuracy'
+    table_title = 'verification (10-fold)'
 
     def __init__(self, bin_path=None, dataset=None, name=None, nfolds=10, flip=True, batch_size=64,
                  far_target=1e-3, num_pairs=1000, seed=0):
@@ -133,6 +143,37 @@ class VerificationEvaluator:
         result['num_images'] = int(raw.shape[0])
         return result
 
+    def log_lines(self, result):
+        """The reference script's three lines: XNorm, Accuracy (original images), Accuracy-Flip."""
+        r = result
+        flip = format_mean_std(r['accuracy'], r['accuracy_std']) if r['flip'] else 'n/a (no flip test)'
+        seconds = f"  ({r['embed_seconds']:.1f} s embedding)" if 'embed_seconds' in r else ''
+        return [f"[{self.name}]XNorm: {r['xnorm']:f}",
+                f"[{self.name}]Accuracy: {format_mean_std(r['accuracy_noflip'], r['accuracy_noflip_std'])}",
+                f"[{self.name}]Accuracy-Flip: {flip}{seconds}"]
+
+    def plot(self, result, path):
+        """The fold-averaged ROC (held-out folds, 400 thresholds) as a PNG; returns ``path``."""
+        return plot_roc({self.name: (result['fpr'], result['tpr'])}, path, title=self.name)
+
+    @classmethod
+    def table(cls, results, title=None):
+        """One row per target; returns the table as text.
+
+        Columns: Accuracy-Flip (mean+-std, the reference table's number format 0.99817+-0.00229;
+        'n/a' without flip test), Accuracy (no flip), best threshold (mean over folds), XNorm,
+        VAL@FAR, AUC, EER.
+        """
+        header = ['target', 'Accuracy-Flip', 'Accuracy', 'threshold', 'XNorm', 'VAL@FAR', 'AUC', 'EER']
+        rows = [header]
+        for name, r in results.items():
+            flip = format_mean_std(r['accuracy'], r['accuracy_std']) if r['flip'] else 'n/a'
+            noflip = format_mean_std(r['accuracy_noflip'], r['accuracy_noflip_std'])
+            val = f"{format_mean_std(r['val'], r['val_std'])} @ {r['far']:.5f}"
+            rows.append([name, flip, noflip, format_value(r['best_threshold'], 3), format_value(r['xnorm'], 3),
+                         val, format_value(r['auc']), format_value(r['eer'])])
+        return ascii_table(rows, title or cls.table_title)
+
 
 def _read_rows(path, min_cols, what):
     if not osp.isfile(path):
@@ -157,9 +198,19 @@ def _label(value, path):
     return value == '1'
 
 
+def tar_key(far):
+    """Summary key of the TAR at ``far``: ``'tar@far=1e-04'`` (the table's column header after '=')."""
+    return f'tar@far={float(far):.0e}'
+
+
 @EVALUATORS.register_module()
-class TarFarEvaluator:
+class TarFarEvaluator(BaseEvaluator):
     """TAR at fixed FARs over all pair scores: simple image pair lists or IJB-B/C template lists.
+
+    Primary metric: ``tar@far=1e-04`` when 1e-4 is among ``fars`` (the IJB tables' headline),
+    else the TAR at the smallest FAR asked for; its value is None when that FAR is 'n/a' on the
+    pair set. Summary: ``tar@far=<far>`` keys (None for 'n/a'), ``auc``, ``eer``, pair counts
+    (the ROC left out).
 
     Give either ``pair_list`` (lines ``image1 image2 label``) or ``face_list`` (lines
     ``image template_id media_id [face_score]``) with ``template_pairs`` (lines
@@ -181,6 +232,8 @@ class TarFarEvaluator:
         roc_points: at most this many ROC points are kept in the result for plots.
     """
 
+    table_title = 'TAR @ FAR'
+
     def __init__(self, pair_list=None, face_list=None, template_pairs=None, image_root='', name='tar_far',
                  fars=DEFAULT_FARS, flip=True, batch_size=64, normalize_images=False, use_face_scores=False,
                  roc_points=1000):
@@ -197,6 +250,9 @@ class TarFarEvaluator:
         self.normalize_images = bool(normalize_images)
         self.use_face_scores = bool(use_face_scores)
         self.roc_points = int(roc_points)
+        if not self.fars:
+            raise ValueError('TarFarEvaluator needs at least one FAR in fars=')
+        self.primary_metric = tar_key(1e-4 if 1e-4 in self.fars else min(self.fars))
 
     def __repr__(self):
         src = self.pair_list or self.face_list
@@ -269,6 +325,38 @@ class TarFarEvaluator:
                       fpr=fpr[keep].tolist(), tpr=tpr[keep].tolist())
         result.update(extra or {})
         return result
+
+    def summary(self, result):
+        """Scalars of ``result`` with ``tar_at_far`` spread over ``tar@far=<far>`` keys (None for 'n/a')."""
+        out = scalar_summary({k: v for k, v in result.items() if k != 'tar_at_far'})
+        for far, tar in result['tar_at_far'].items():
+            out[tar_key(far)] = None if tar == NOT_AVAILABLE else float(tar)
+        return out
+
+    def log_lines(self, result):
+        """``[name]TAR@FAR: 1e-04 95.02 | ...`` (percent) and ``[name]AUC: ... EER: ...``."""
+        cells = ' | '.join(f'{float(far):.0e} {_percent(tar)}' for far, tar in result['tar_at_far'].items())
+        return [f'[{self.name}]TAR@FAR: {cells}',
+                f"[{self.name}]AUC: {format_value(result['auc'])} EER: {format_value(result['eer'])}"]
+
+    def plot(self, result, path):
+        """The ROC of all pair scores (thinned to ``roc_points``) as a PNG; returns ``path``."""
+        return plot_roc({self.name: (result['fpr'], result['tpr'])}, path, title=self.name)
+
+    @classmethod
+    def table(cls, results, title=None):
+        """One row per target, one column per FAR (union over targets, ascending); TAR in percent
+        as the IJB tables print it, 'n/a' where a FAR is not measurable or was not asked for."""
+        fars = sorted({float(far) for r in results.values() for far in r['tar_at_far']})
+        rows = [['target'] + [f'{f:.0e}' for f in fars]]
+        for name, r in results.items():
+            by_far = {float(k): v for k, v in r['tar_at_far'].items()}
+            rows.append([name] + [_percent(by_far.get(f, NOT_AVAILABLE)) for f in fars])
+        return ascii_table(rows, title or cls.table_title)
+
+
+def _percent(tar):
+    return tar if isinstance(tar, str) else f'{100.0 * tar:.2f}'
 
 
 def _thin_roc(fpr, max_points):

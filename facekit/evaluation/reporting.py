@@ -1,4 +1,7 @@
-"""Results as text tables (terminaltables), JSON files and ROC plots (matplotlib, Agg backend)."""
+"""Results as text tables (terminaltables), JSON files and ROC plots (matplotlib, Agg backend).
+
+``report(evaluators, results)`` is the one entry point for tables: each evaluator class renders
+its own (``BaseEvaluator.table``); nothing here looks at which keys a result has."""
 import json
 import math
 import os
@@ -6,8 +9,8 @@ import os.path as osp
 
 import numpy as np
 
-__all__ = ['format_mean_std', 'format_value', 'verification_table', 'tar_far_table', 'to_jsonable',
-           'write_json', 'plot_roc', 'summary_only']
+__all__ = ['format_mean_std', 'format_value', 'ascii_table', 'report', 'to_jsonable', 'write_json', 'plot_roc',
+           'summary_only', 'verification_table', 'tar_far_table']
 
 # keys holding per-threshold curves: kept in memory and for plots, left out of tables
 CURVE_KEYS = ('tpr', 'fpr', 'thresholds')
@@ -27,47 +30,52 @@ def format_value(value, digits=5):
     return f'{value:.{digits}f}'
 
 
-def _table(rows, title=None):
+def ascii_table(rows, title=None):
+    """``rows`` (a header row, then data rows of strings) as a terminaltables ASCII table."""
     from terminaltables import AsciiTable
     table = AsciiTable(rows, title)
     table.inner_row_border = False
     return table.table
 
 
-def verification_table(results, title='verification (10-fold)'):
-    """One row per target of ``{name: VerificationEvaluator result}``; returns the table as text.
+_table = ascii_table  # old private name, still imported by tools/train.py until the engine refactor
 
-    Columns: Accuracy-Flip (mean+-std, the reference table's number), Accuracy (no flip),
-    best threshold (mean over folds), XNorm, VAL@FAR, AUC, EER.
+
+def verification_table(results, title=None):
+    """Kept for tools/ until they call ``report``: ``VerificationEvaluator.table``."""
+    from .evaluators import VerificationEvaluator  # late: evaluators import this module
+    return VerificationEvaluator.table(results, title)
+
+
+def tar_far_table(results, title=None):
+    """Kept for tools/ until they call ``report``: ``TarFarEvaluator.table``."""
+    from .evaluators import TarFarEvaluator  # late: evaluators import this module
+    return TarFarEvaluator.table(results, title)
+
+
+def report(evaluators, results, title=None):
+    """All results as text: one table per evaluator class, in the order the classes first appear.
+
+    Args:
+        evaluators: evaluator objects (``BaseEvaluator`` subclasses or plain objects with
+            ``name`` and ``evaluate``, see ``as_evaluator``); those without a result are skipped.
+        results: ``{evaluator name: result dict}`` as ``evaluate_all`` returns it.
+        title: appended to each table's title, e.g. ``'after 500 iterations'``.
+    Raises ValueError for a result whose name no evaluator has (nothing would know its table).
     """
-    header = ['target', 'Accuracy-Flip', 'Accuracy', 'threshold', 'XNorm', 'VAL@FAR', 'AUC', 'EER']
-    rows = [header]
-    for name, r in results.items():
-        flip = format_mean_std(r['accuracy'], r['accuracy_std']) if r.get('flip', True) else 'n/a'
-        noflip = format_mean_std(r['accuracy_noflip'], r['accuracy_noflip_std'])
-        val = f"{format_mean_std(r['val'], r['val_std'])} @ {r['far']:.5f}"
-        rows.append([name, flip, noflip, format_value(r['best_threshold'], 3), format_value(r['xnorm'], 3),
-                     val, format_value(r['auc']), format_value(r['eer'])])
-    return _table(rows, title)
-
-
-def tar_far_table(results, title='TAR @ FAR'):
-    """One row per target of ``{name: {'tar_at_far': {far: tar}}}``; TAR in percent as the IJB tables."""
-    fars = []
-    for r in results.values():
-        for far in r['tar_at_far']:
-            if float(far) not in fars:
-                fars.append(float(far))
-    fars.sort()
-    rows = [['target'] + [f'{f:.0e}' for f in fars]]
-    for name, r in results.items():
-        by_far = {float(k): v for k, v in r['tar_at_far'].items()}
-        cells = []
-        for f in fars:
-            v = by_far.get(f, 'n/a')
-            cells.append(v if isinstance(v, str) else f'{100.0 * v:.2f}')
-        rows.append([name] + cells)
-    return _table(rows, title)
+    from .base import as_evaluator  # late: base imports this module's formatting helpers
+    evaluators = [as_evaluator(ev) for ev in evaluators]
+    unknown = [name for name in results if name not in {ev.name for ev in evaluators}]
+    if unknown:
+        raise ValueError(f'results {unknown} belong to none of the evaluators '
+                         f'{[ev.name for ev in evaluators]}')
+    groups = {}  # (table class, title) -> {name: result}, insertion-ordered
+    for ev in evaluators:
+        if ev.name in results:
+            groups.setdefault((type(ev), ev.kind_title()), {})[ev.name] = results[ev.name]
+    tables = [cls.table(group, title=f'{kind} {title}' if title else kind)
+              for (cls, kind), group in groups.items()]
+    return '\n'.join(tables)
 
 
 def to_jsonable(obj):

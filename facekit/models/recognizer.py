@@ -2,6 +2,7 @@
 from mindspore import nn, ops
 
 from ..registry import BACKBONES, HEADS, LOSSES, MODELS
+from .heads.base import BaseHead
 
 __all__ = ['FaceRecognizer']
 
@@ -25,9 +26,10 @@ class FaceRecognizer(nn.Cell):
     Mixed precision: after ``mindspore.amp.auto_mixed_precision(model, 'O2')`` put the head and
     loss back to fp32 (``model.head.to_float(mindspore.float32)``, same for ``model.loss``): the
     reference computes logits and the margin loss in fp32, and an fp16 s=64 softmax can overflow.
-    A head with a ``cross_entropy_cell()`` method (PartialFC) hands its cross-rank softmax
-    cross-entropy to the loss, and its ``gather_rows`` gathers the embedding norms, so the loss
-    sees the same global batch as the head.
+    The head (a ``BaseHead``) hands its ``cross_entropy_cell()`` to the loss's ``set_cross_entropy``
+    (PartialFC's spans ranks), and its ``gather_rows`` gathers the embedding norms, so the loss
+    sees the same global batch as the head. A loss without ``set_cross_entropy`` keeps its own
+    softmax; that is refused only for a head whose logits are sharded over ranks.
     """
 
     def __init__(self, backbone, head, loss):
@@ -35,19 +37,20 @@ class FaceRecognizer(nn.Cell):
         self.backbone = backbone if isinstance(backbone, nn.Cell) else BACKBONES.build(backbone)
         self.head = head if isinstance(head, nn.Cell) else HEADS.build(head)
         self.loss = loss if isinstance(loss, nn.Cell) else LOSSES.build(loss)
-        self.gather_norms = hasattr(self.head, 'gather_rows')
-        if hasattr(self.head, 'cross_entropy_cell'):
-            if not hasattr(self.loss, 'set_cross_entropy'):
-                raise TypeError(f'{type(self.head).__name__} computes the cross-entropy across ranks, but loss '
-                                f'{type(self.loss).__name__} has no set_cross_entropy() to accept it')
+        if not isinstance(self.head, BaseHead):
+            raise TypeError(f'head {type(self.head).__name__} must subclass facekit.models.heads.BaseHead '
+                            '(it supplies cross_entropy_cell, gather_rows and the sharding API)')
+        if hasattr(self.loss, 'set_cross_entropy'):
             self.loss.set_cross_entropy(self.head.cross_entropy_cell())
+        elif self.head.is_sharded:
+            raise TypeError(f'{type(self.head).__name__} computes the cross-entropy across ranks, but loss '
+                            f'{type(self.loss).__name__} has no set_cross_entropy() to accept it')
 
     def construct(self, img, label):
         embeddings = self.backbone(img)
         norms = ops.sqrt((embeddings * embeddings).sum(axis=1))
         logits, labels = self.head(embeddings, label)
-        if self.gather_norms:
-            norms = self.head.gather_rows(norms)
+        norms = self.head.gather_rows(norms)
         return self.loss(logits, labels, norms)
 
     def forward_train(self, img, label):

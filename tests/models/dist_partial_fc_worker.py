@@ -38,9 +38,11 @@ def main(out_dir):
     import facekit  # noqa: F401
     from facekit.models.heads import PartialFCHead
     from facekit.registry import LOSSES
+    from facekit.utils.dist import set_dist_state
     rank, world = get_rank(), get_group_size()
+    set_dist_state(rank, world)                 # this script initialises communication itself
     weight, emb, labels = problem(world)
-    head = PartialFCHead(embedding_size=E, num_classes=C, sample_rate=1.0)   # rank/world from communication
+    head = PartialFCHead(embedding_size=E, num_classes=C, sample_rate=1.0)   # rank/world from facekit.utils.dist
     head.weight.set_data(Tensor(weight[head.class_start:head.class_start + head.num_local]))
     loss = LOSSES.build(dict(type='ArcFaceLoss'))
     loss.set_cross_entropy(head.cross_entropy_cell())                        # what FaceRecognizer does

@@ -151,3 +151,61 @@ def test_gradient_reaches_only_sampled_rows():
     touched = np.flatnonzero(np.abs(grads).sum(axis=1) > 0)
     assert len(touched) == 10                          # int(0.2 * 50)
     assert {3, 41, 17} <= set(touched.tolist())
+
+
+@pytest.fixture
+def dist_state():
+    """Set facekit.utils.dist's rank/world for one test, restored afterwards."""
+    from facekit.utils import dist
+    old = (dist.get_rank(), dist.get_world_size())
+    yield dist.set_dist_state
+    dist.set_dist_state(*old)
+
+
+@pytest.mark.parametrize('cfg', [dict(type='NormFCHead'), dict(type='SubCenterArcFace', k=2),
+                                 dict(type='SoftmaxHead'), dict(type='PartialFCHead')])
+def test_unsharded_heads_keep_the_base_defaults(cfg):
+    from facekit.models.heads import BaseHead
+    from facekit.models.losses import SoftmaxCrossEntropy
+    head = HEADS.build(dict(cfg, embedding_size=4, num_classes=5))
+    assert isinstance(head, BaseHead)
+    assert (head.embedding_size, head.num_classes) == (4, 5)
+    assert head.is_sharded is False
+    assert head.shard_slice() == (0, 5) and tuple(head.sharded_param_names()) == ()
+    ce = head.cross_entropy_cell()
+    assert isinstance(ce, SoftmaxCrossEntropy) and not ce.distributed
+    x = Tensor(np.arange(6, dtype=np.float32).reshape(3, 2))
+    np.testing.assert_array_equal(head.gather_rows(x).asnumpy(), x.asnumpy())
+    local, valid = head.local_labels(Tensor(np.array([0, 4, 5, -1], np.int32)))
+    np.testing.assert_array_equal(local.asnumpy(), [0, 4, -1, -1])
+    np.testing.assert_array_equal(valid.asnumpy(), [True, True, False, False])
+    assert not any(p.layerwise_parallel for p in head.get_parameters())
+
+
+def test_partial_fc_shard_api_names_the_rows_it_holds():
+    heads = [PartialFCHead(embedding_size=4, num_classes=11, rank=r, world_size=2) for r in range(2)]
+    assert [h.shard_slice() for h in heads] == [(0, 6), (6, 5)]
+    for h in heads:
+        start, n = h.shard_slice()
+        assert h.is_sharded and tuple(h.sharded_param_names()) == ('weight',)
+        assert h.weight.shape == (n, 4)
+        # its own rows differ per rank: data-parallel gradient averaging must skip them
+        assert h.weight.layerwise_parallel
+        assert h.parameters_dict()['weight'] is h.weight   # the name the checkpoint code resolves
+        local, _ = h.local_labels(Tensor(np.array([0, 5, 6, 10], np.int32)))
+        np.testing.assert_array_equal(local.asnumpy(), [g - start if start <= g < start + n else -1
+                                                        for g in (0, 5, 6, 10)])
+
+
+def test_partial_fc_reads_rank_and_world_from_utils_dist(dist_state):
+    dist_state(1, 2)
+    head = PartialFCHead(embedding_size=4, num_classes=11)
+    assert (head.rank, head.world_size, head.shard_slice(), head.distributed) == (1, 2, (6, 5), True)
+    assert head.cross_entropy_cell().distributed
+    explicit = PartialFCHead(embedding_size=4, num_classes=11, rank=0, world_size=2)
+    assert explicit.shard_slice() == (0, 6)
+    with pytest.raises(ValueError, match='world_size=3'):
+        PartialFCHead(embedding_size=4, num_classes=11, world_size=3)
+    dist_state(0, 1)
+    simulated = PartialFCHead(embedding_size=4, num_classes=11, rank=1, world_size=2)
+    assert simulated.is_sharded and not simulated.distributed

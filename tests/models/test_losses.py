@@ -277,3 +277,28 @@ def test_labels_minus_one_rows_keep_plain_logits():
     loss = LOSSES.build(dict(type='ArcFaceLoss'))
     logits = loss.margin_logits(Tensor(cos.astype(np.float32)), Tensor(labels)).asnumpy()
     np.testing.assert_allclose(logits, 64 * cos, rtol=1e-6)
+
+
+def test_margin_hook_contract_target_and_non_target_logits():
+    # One override point: margin(cos_y, cosine, norms, valid) -> (target, cosine). The base gathers cos_y,
+    # passes valid (0 for label -1), writes target into the label column, keeps the returned non-targets.
+    from facekit.models.losses import MarginSoftmaxLoss
+    seen = {}
+
+    class Probe(MarginSoftmaxLoss):
+        def margin(self, cos_y, cosine, norms, valid):
+            seen['cos_y'], seen['valid'] = cos_y.asnumpy(), valid.asnumpy()
+            return 2.0 * cos_y + 0.25, 0.5 * cosine
+
+    cos, labels = make_cos(6)
+    labels = labels.copy()
+    labels[2] = -1
+    logits = Probe(s=3.0).margin_logits(Tensor(cos.astype(np.float32)), Tensor(labels)).asnumpy()
+    rows = np.flatnonzero(labels >= 0)
+    expected = 0.5 * cos
+    expected[rows, labels[rows]] = 2.0 * cos[rows, labels[rows]] + 0.25
+    np.testing.assert_allclose(logits, 3.0 * expected, rtol=1e-5, atol=1e-6)
+    cos_y = np.zeros(B)
+    cos_y[rows] = cos[rows, labels[rows]]
+    np.testing.assert_allclose(seen['cos_y'].ravel(), cos_y, rtol=1e-6)
+    np.testing.assert_array_equal(seen['valid'].ravel(), (labels >= 0).astype(np.float32))

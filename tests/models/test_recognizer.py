@@ -135,14 +135,29 @@ def test_plugin_loss_from_a_test_module_through_a_config(tmp_path, monkeypatch):
     assert float(model(x, y).asnumpy()) == pytest.approx(expected, rel=1e-5)
 
 
-def test_loss_without_set_cross_entropy_is_rejected_for_partial_fc():
+def test_loss_without_set_cross_entropy_is_rejected_for_a_sharded_head():
     class PlainLoss(nn.Cell):
         def construct(self, cosine, labels, norms=None):
             return cosine.mean()
 
+    # logits of one shard of the classes: a plain softmax over them would be a different loss
     with pytest.raises(TypeError, match='set_cross_entropy'):
         MODELS.build(dict(type='FaceRecognizer', backbone=TINY_RESNET, loss=PlainLoss(),
-                          head=dict(type='PartialFCHead', embedding_size=16, num_classes=4)))
+                          head=dict(type='PartialFCHead', embedding_size=16, num_classes=4, rank=0, world_size=2)))
+    # all classes on this rank: the loss's own softmax is the right one
+    model = MODELS.build(dict(type='FaceRecognizer', backbone=TINY_RESNET, loss=PlainLoss(),
+                              head=dict(type='PartialFCHead', embedding_size=16, num_classes=4)))
+    assert not model.head.is_sharded
+
+
+def test_head_must_subclass_base_head():
+    class PlainHead(nn.Cell):
+        def construct(self, embeddings, labels):
+            return embeddings, labels
+
+    with pytest.raises(TypeError, match='BaseHead'):
+        MODELS.build(dict(type='FaceRecognizer', backbone=TINY_RESNET, loss=dict(type='ArcFaceLoss'),
+                          head=PlainHead()))
 
 
 def test_fp16_backbone_with_fp32_head_and_loss():

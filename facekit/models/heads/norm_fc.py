@@ -1,8 +1,9 @@
 """Normalized fully-connected heads: cosine logits between embeddings and class centres."""
-from mindspore import Parameter, nn, ops
+from mindspore import Parameter, ops
 from mindspore.common.initializer import Normal, initializer
 
 from ...registry import HEADS
+from .base import BaseHead
 
 __all__ = ['l2_normalize', 'cosine_logits', 'NormFCHead', 'SubCenterArcFace']
 
@@ -28,7 +29,7 @@ def _centres(rows, embedding_size, std=0.01):
 
 
 @HEADS.register_module()
-class NormFCHead(nn.Cell):
+class NormFCHead(BaseHead):
     """Cosine head: logits = clamp(<x/|x|, w_c/|w_c|>, -1, 1) for every class c.
 
     Args:
@@ -38,9 +39,7 @@ class NormFCHead(nn.Cell):
     """
 
     def __init__(self, embedding_size=512, num_classes=10572):
-        super().__init__()
-        self.embedding_size = embedding_size
-        self.num_classes = num_classes
+        super().__init__(embedding_size, num_classes)
         self.weight = _centres(num_classes, embedding_size)
 
     def construct(self, embeddings, labels):
@@ -48,7 +47,7 @@ class NormFCHead(nn.Cell):
 
 
 @HEADS.register_module()
-class SubCenterArcFace(nn.Cell):
+class SubCenterArcFace(BaseHead):
     """Sub-center cosine head: k centres per class, the logit is the closest one's cosine.
 
     Deng et al., "Sub-center ArcFace: Boosting Face Recognition by Large-scale Noisy Web Faces",
@@ -66,10 +65,10 @@ class SubCenterArcFace(nn.Cell):
     """
 
     def __init__(self, embedding_size=512, num_classes=10572, k=3):
-        super().__init__()
         if k < 1:
             raise ValueError(f'SubCenterArcFace k must be >= 1, got {k}')
-        self.embedding_size, self.num_classes, self.k = embedding_size, num_classes, k
+        super().__init__(embedding_size, num_classes)
+        self.k = k
         self.weight = _centres(num_classes * k, embedding_size)
 
     def construct(self, embeddings, labels):

@@ -27,16 +27,12 @@ e.g. C = 85,742, W = 1, E = 512, B = 128, rate 1: 527 MB + 88 MB; rate 0.1 on W 
 from mindspore import nn, ops
 
 from ...registry import HEADS
+from ...utils import dist
 from ..losses.cross_entropy import SoftmaxCrossEntropy
+from .base import BaseHead
 from .norm_fc import _centres, cosine_logits
 
-__all__ = ['PartialFCHead', 'AllGatherRows', 'shard_range', 'communication_initialized']
-
-
-def communication_initialized():
-    """True when ``mindspore.communication.init()`` has run in this process."""
-    from mindspore.communication import GlobalComm
-    return bool(GlobalComm.INITED)
+__all__ = ['PartialFCHead', 'AllGatherRows', 'shard_range']
 
 
 def shard_range(num_classes, rank, world_size):
@@ -80,47 +76,59 @@ class AllGatherRows(nn.Cell):
 
 
 @HEADS.register_module()
-class PartialFCHead(nn.Cell):
+class PartialFCHead(BaseHead):
     """Sharded, sampled cosine head (PartialFC).
 
     Args:
         embedding_size: embedding dimension E.
         num_classes: total number of classes C over all ranks.
         sample_rate: share of this rank's centres kept per step (1.0 = all, no sampling).
-        rank: this process's rank; default from ``mindspore.communication`` when initialised, else 0.
-        world_size: number of ranks; default from ``mindspore.communication`` when initialised, else 1.
-            An explicit world_size > 1 without initialised communication builds one shard for
-            simulated-rank tests: it expects the already-gathered batch and does no communication.
+        rank: this process's rank; default ``facekit.utils.dist.get_rank()``.
+        world_size: number of ranks; default ``facekit.utils.dist.get_world_size()``.
+            An explicit world_size > 1 in a process that is not distributed (``get_world_size() == 1``)
+            builds one shard for simulated-rank tests: it expects the already-gathered batch and does
+            no communication.
     Call: ``(embeddings (B, E), labels (B,) int32 global ids) -> (cosine (W*B, k), labels (W*B,))``
     with labels remapped into the kept set, -1 for classes owned by other ranks.
+    Sharding: with world_size > 1 the centre ``weight`` (num_local, E) holds rows ``shard_slice()`` of
+    the full (C, E) matrix and is marked ``layerwise_parallel`` (data-parallel gradient reduction
+    must skip it: each rank's rows are different classes).
     """
 
     def __init__(self, embedding_size=512, num_classes=10572, sample_rate=1.0, rank=None, world_size=None):
-        super().__init__()
+        super().__init__(embedding_size, num_classes)
         if not 0.0 < sample_rate <= 1.0:
             raise ValueError(f'PartialFCHead sample_rate must be in (0, 1], got {sample_rate}')
-        comm = communication_initialized()
-        if world_size is None or rank is None:
-            if comm:
-                from mindspore.communication import get_group_size, get_rank
-                world_size = get_group_size() if world_size is None else world_size
-                rank = get_rank() if rank is None else rank
-            else:
-                world_size = 1 if world_size is None else world_size
-                rank = 0 if rank is None else rank
+        process_world = dist.get_world_size()
+        world_size = process_world if world_size is None else int(world_size)
+        rank = dist.get_rank() if rank is None else int(rank)
+        if process_world > 1 and world_size > 1 and world_size != process_world:
+            raise ValueError(f'PartialFCHead world_size={world_size} differs from the {process_world} ranks '
+                             f'this process runs with (facekit.utils.dist)')
         if num_classes < world_size:
             raise ValueError(f'PartialFCHead num_classes {num_classes} is smaller than world_size {world_size}')
-        self.embedding_size, self.num_classes = embedding_size, num_classes
         self.rank, self.world_size = rank, world_size
         self.class_start, self.num_local = shard_range(num_classes, rank, world_size)
         self.sample_rate = float(sample_rate)
         self.num_sample = max(1, int(self.sample_rate * self.num_local))
         self.sampling = self.num_sample < self.num_local
-        self.distributed = comm and world_size > 1
+        self.distributed = process_world > 1 and world_size > 1
         if self.distributed:
             self.gather_float = AllGatherRows(rank)
             self.gather_labels = AllGatherRows(rank, differentiable=False)
         self.weight = _centres(self.num_local, embedding_size)
+        if self.is_sharded:
+            self.weight.layerwise_parallel = True
+
+    @property
+    def is_sharded(self):
+        return self.world_size > 1
+
+    def shard_slice(self):
+        return self.class_start, self.num_local
+
+    def sharded_param_names(self):
+        return ('weight',) if self.is_sharded else ()
 
     def cross_entropy_cell(self):
         """The softmax cross-entropy that matches this head (all-reduced across ranks when distributed)."""
@@ -131,12 +139,6 @@ class PartialFCHead(nn.Cell):
         if self.distributed:
             return self.gather_float(x)
         return x
-
-    def local_labels(self, labels):
-        """Global ids (N,) -> (ids relative to this shard, -1 where another rank owns the class; valid (N,) bool)."""
-        local = labels - self.class_start
-        valid = ops.logical_and(local >= 0, local < self.num_local)
-        return ops.where(valid, local, -ops.ones_like(local)), valid
 
     def sample(self, local, valid):
         """Choose the kept centres.

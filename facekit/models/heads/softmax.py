@@ -3,12 +3,13 @@ from mindspore import nn
 
 from ...registry import HEADS
 from ..backbones.layers import torch_linear_init
+from .base import BaseHead
 
 __all__ = ['SoftmaxHead']
 
 
 @HEADS.register_module()
-class SoftmaxHead(nn.Cell):
+class SoftmaxHead(BaseHead):
     """Linear classifier ``logits = x W^T + b`` (not cosines; pair with ``CrossEntropyLoss``).
 
     Args:
@@ -19,8 +20,7 @@ class SoftmaxHead(nn.Cell):
     """
 
     def __init__(self, embedding_size=512, num_classes=10572, bias=True):
-        super().__init__()
-        self.embedding_size, self.num_classes = embedding_size, num_classes
+        super().__init__(embedding_size, num_classes)
         self.fc = nn.Dense(embedding_size, num_classes, has_bias=bias)
         torch_linear_init(self.fc)
 

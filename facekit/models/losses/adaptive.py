@@ -10,11 +10,6 @@ from .margin import MarginSoftmaxLoss, combined_margin
 __all__ = ['CurricularFaceLoss', 'AdaFaceLoss', 'MagFaceLoss', 'magface_margin', 'magface_regularizer']
 
 
-def _valid_rows(labels, dtype):
-    """(B,) int labels -> (B, 1) float mask of rows whose class lives on this rank (label >= 0)."""
-    return (labels >= 0).astype(dtype).reshape(-1, 1)
-
-
 @LOSSES.register_module()
 class CurricularFaceLoss(MarginSoftmaxLoss):
     """CurricularFace: ArcFace target plus hard negatives re-weighted by an adaptive curriculum.
@@ -37,20 +32,16 @@ class CurricularFaceLoss(MarginSoftmaxLoss):
         self.alpha = float(alpha)
         self.t = Parameter(Tensor(np.zeros((1,), np.float32)), name='t', requires_grad=False)
 
-    def margin_logits(self, cosine, labels, norms=None):
-        onehot = self.onehot(cosine, labels)
-        cosine = self.filter_interclass(cosine, onehot)
-        cos_y = (cosine * onehot).sum(axis=1, keepdims=True)
+    def margin(self, cos_y, cosine, norms, valid):
         c = ops.clamp(cos_y, -1.0, 1.0)
         cos_theta_m = c * math.cos(self.m) - ops.sqrt(ops.clamp(1.0 - c * c, 1e-12, 1.0)) * math.sin(self.m)
-        new_y = combined_margin(cos_y, 1.0, self.m, 0.0)
-        valid = _valid_rows(labels, cosine.dtype)
         mean_y = ops.stop_gradient((cos_y * valid).sum() / ops.maximum(valid.sum(), 1.0))
         t = self.alpha * mean_y + (1.0 - self.alpha) * self.t.astype(cosine.dtype)
         t = ops.depend(t, ops.assign(self.t, t.astype(self.t.dtype)))
-        hard = ops.stop_gradient((cosine > cos_theta_m).astype(cosine.dtype) * (1 - onehot))
+        # The target column is overwritten by the base class, so re-weighting it here is harmless.
+        hard = ops.stop_gradient((cosine > cos_theta_m).astype(cosine.dtype))
         cosine = cosine + hard * cosine * (t + cosine - 1.0)
-        return (cosine + onehot * (new_y - cos_y)) * self.s
+        return combined_margin(cos_y, 1.0, self.m, 0.0), cosine
 
 
 @LOSSES.register_module()
@@ -75,12 +66,12 @@ class AdaFaceLoss(MarginSoftmaxLoss):
         self.batch_mean = Parameter(Tensor(np.full((1,), 20.0, np.float32)), name='batch_mean', requires_grad=False)
         self.batch_std = Parameter(Tensor(np.full((1,), 100.0, np.float32)), name='batch_std', requires_grad=False)
 
-    def margin_logits(self, cosine, labels, norms=None):
+    def margin(self, cos_y, cosine, norms, valid):
         if norms is None:
             raise ValueError('AdaFaceLoss needs the embedding norms: call loss(cosine, labels, norms)')
-        onehot = self.onehot(cosine, labels)
-        cosine = self.filter_interclass(cosine, onehot)
+        # Non-target columns: cos(clip(acos(c))) == c for the clamped c, so only the target changes.
         cosine = ops.clamp(cosine, -1.0 + self.eps, 1.0 - self.eps)
+        cos_y = ops.clamp(cos_y, -1.0 + self.eps, 1.0 - self.eps)
         n = ops.stop_gradient(ops.clamp(norms.reshape(-1, 1).astype(cosine.dtype), 0.001, 100.0))
         count = n.shape[0]
         mean = n.mean()
@@ -90,11 +81,8 @@ class AdaFaceLoss(MarginSoftmaxLoss):
         new_mean = ops.depend(new_mean, ops.assign(self.batch_mean, new_mean.astype(self.batch_mean.dtype)))
         new_std = ops.depend(new_std, ops.assign(self.batch_std, new_std.astype(self.batch_std.dtype)))
         z = ops.clamp((n - new_mean) / (new_std + self.eps) * self.h, -1.0, 1.0)
-        cos_y = (cosine * onehot).sum(axis=1, keepdims=True)
         theta = ops.clamp(ops.acos(cos_y) - self.m * z, self.eps, math.pi - self.eps)
-        new_y = ops.cos(theta) - (self.m + self.m * z)
-        # Non-target columns: cos(clip(acos(c))) == c for the clamped c, so only the target changes.
-        return (cosine + onehot * (new_y - cos_y)) * self.s
+        return ops.cos(theta) - (self.m + self.m * z), cosine
 
 
 def magface_margin(norms, l_a=10.0, u_a=110.0, l_m=0.45, u_m=0.8):
@@ -133,18 +121,14 @@ class MagFaceLoss(MarginSoftmaxLoss):
         self.l_a, self.u_a, self.l_m, self.u_m = float(l_a), float(u_a), float(l_m), float(u_m)
         self.lambda_g = float(lambda_g)
 
-    def margin_logits(self, cosine, labels, norms=None):
+    def margin(self, cos_y, cosine, norms, valid):
         if norms is None:
             raise ValueError('MagFaceLoss needs the embedding norms: call loss(cosine, labels, norms)')
-        onehot = self.onehot(cosine, labels)
-        cosine = self.filter_interclass(cosine, onehot)
         m = magface_margin(norms.reshape(-1, 1).astype(cosine.dtype), self.l_a, self.u_a, self.l_m, self.u_m)
-        cos_y = (cosine * onehot).sum(axis=1, keepdims=True)
         c = ops.clamp(cos_y, -1.0 + 1e-7, 1.0 - 1e-7)
         sin_theta = ops.sqrt(ops.clamp(1.0 - c * c, 1e-12, 1.0))
         phi = c * ops.cos(m) - sin_theta * ops.sin(m)
-        new_y = ops.where(c > ops.cos(math.pi - m), phi, c - ops.sin(m) * m)
-        return (cosine + onehot * (new_y - cos_y)) * self.s
+        return ops.where(c > ops.cos(math.pi - m), phi, c - ops.sin(m) * m), cosine
 
     def construct(self, cosine, labels, norms=None):
         ce = self.cross_entropy(self.margin_logits(cosine, labels, norms), labels)

@@ -3,7 +3,7 @@
 All take cosine logits ``cos(theta)`` (B, C) in [-1, 1] from a normalized head, labels (B,) int32
 in logit space (-1 = the class lives on another PartialFC rank), change the target logit by a
 margin, scale by ``s`` and apply softmax cross-entropy. The margin is applied with gradient (no
-straight-through trick).
+straight-through trick). Every loss overrides only ``MarginSoftmaxLoss.margin`` (see its docstring).
 """
 import math
 
@@ -62,7 +62,28 @@ def combined_margin(cos_y, m1=1.0, m2=0.5, m3=0.0, easy_margin=False):
 
 
 class MarginSoftmaxLoss(nn.Cell):
-    """Base of the margin losses: ``margin_logits`` (override) then softmax cross-entropy.
+    """Base of the margin losses: the bookkeeping around one override point, ``margin``.
+
+    A subclass overrides only::
+
+        def margin(self, cos_y, cosine, norms, valid):
+            return target, cosine
+
+    Args of the hook (all float, in the dtype of the logits):
+        cos_y: (B, 1) each row's target cosine, gathered by the base class (0 where ``valid`` is 0).
+        cosine: (B, C) all cosines of the row after inter-class filtering (target column included).
+        norms: (B,) embedding norms, or None when the caller gave none.
+        valid: (B, 1) 1 where the row's class is in these logits, 0 for label -1 (the class lives
+            on another PartialFC rank); use it for batch statistics over targets.
+    Returns: ``(target (B, 1), cosine (B, C))``, both before scaling: the new target logit, and
+        the non-target logits (return ``cosine`` unchanged to leave them alone). The default is
+        ``(cos_y, cosine)``, i.e. plain normalized softmax.
+
+    The base class does everything else, in ``margin_logits``: the one-hot of the labels (an
+    all-zero row for label -1), inter-class filtering, gathering ``cos_y``, writing ``target``
+    into the label's column of the returned ``cosine`` (label -1 rows keep their plain logits),
+    and scaling by ``s``; then ``construct`` applies the softmax cross-entropy (PartialFC's
+    cross-rank one after ``set_cross_entropy``).
 
     Args:
         s: logit scale applied after the margin.
@@ -82,9 +103,9 @@ class MarginSoftmaxLoss(nn.Cell):
         """Replace the softmax cross-entropy (e.g. with a distributed one from a PartialFC head)."""
         self.cross_entropy = cross_entropy
 
-    def onehot(self, cosine, labels):
-        """(B, C) one-hot of ``labels`` in the dtype of ``cosine``; all-zero rows for label -1."""
-        return one_hot(labels, cosine.shape[1], cosine.dtype)
+    def margin(self, cos_y, cosine, norms, valid):
+        """The override point: ``(cos_y (B,1), cosine (B,C), norms, valid (B,1)) -> (target (B,1), cosine (B,C))``."""
+        return cos_y, cosine
 
     def filter_interclass(self, cosine, onehot):
         """Zero the non-target cosines above ``interclass_filtering_threshold`` (no gradient through the mask)."""
@@ -93,17 +114,14 @@ class MarginSoftmaxLoss(nn.Cell):
         dirty = ops.stop_gradient((cosine > self.interclass_filtering_threshold).astype(cosine.dtype) * (1 - onehot))
         return cosine * (1 - dirty)
 
-    def target_margin(self, cos_y, norms):
-        """(B, 1) target cosines -> (B, 1) target logits before scaling. Subclasses override."""
-        return cos_y
-
     def margin_logits(self, cosine, labels, norms=None):
-        """(B, C) cosines -> (B, C) scaled logits with the margin on each row's target column."""
-        onehot = self.onehot(cosine, labels)
+        """(B, C) cosines, (B,) labels -> (B, C) scaled logits: ``margin`` applied, target written back."""
+        onehot = one_hot(labels, cosine.shape[1], cosine.dtype)
         cosine = self.filter_interclass(cosine, onehot)
         cos_y = (cosine * onehot).sum(axis=1, keepdims=True)
-        new_y = self.target_margin(cos_y, norms)
-        return (cosine + onehot * (new_y - cos_y)) * self.s
+        valid = (labels >= 0).astype(cosine.dtype).reshape(-1, 1)
+        target, cosine = self.margin(cos_y, cosine, norms, valid)
+        return (cosine * (1 - onehot) + target * onehot) * self.s
 
     def construct(self, cosine, labels, norms=None):
         return self.cross_entropy(self.margin_logits(cosine, labels, norms), labels)
@@ -134,8 +152,8 @@ class CombinedMarginLoss(MarginSoftmaxLoss):
         self.m1, self.m2, self.m3 = float(m1), float(m2), float(m3)
         self.easy_margin = bool(easy_margin)
 
-    def target_margin(self, cos_y, norms):
-        return combined_margin(cos_y, self.m1, self.m2, self.m3, self.easy_margin)
+    def margin(self, cos_y, cosine, norms, valid):
+        return combined_margin(cos_y, self.m1, self.m2, self.m3, self.easy_margin), cosine
 
 
 @LOSSES.register_module()
