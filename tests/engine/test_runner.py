@@ -135,6 +135,9 @@ def test_persistent_nan_stops_with_a_message_and_keeps_the_good_checkpoint(tmp_p
 
 
 class FakeEvaluator:
+    """A plain evaluator (no BaseEvaluator): ``name`` and ``evaluate`` are all the runner needs."""
+    name = 'fake'
+
     def __init__(self, values):
         self.values = list(values)
         self.calls = 0

@@ -128,7 +128,7 @@ class PartialFCHead(BaseHead):
         return self.class_start, self.num_local
 
     def sharded_param_names(self):
-        return ('weight',) if self.is_sharded else ()
+        return ('weight',)
 
     def cross_entropy_cell(self):
         """The softmax cross-entropy that matches this head (all-reduced across ranks when distributed)."""
