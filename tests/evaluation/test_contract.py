@@ -223,3 +223,45 @@ def test_nothing_configured_is_a_value_error(tmp_path):
         select_cfgs(dict(), targets=' , ')
     cfgs, missing = select_cfgs(dict(), targets='lfw', data_root=str(tmp_path))
     assert cfgs == [] and missing == [('lfw', [osp.join(str(tmp_path), 'lfw.bin')])]
+
+
+# --- docs/customize.md "An evaluator" ------------------------------------------------------------
+
+def _doc_section():
+    root = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+    with open(osp.join(root, 'docs', 'customize.md'), encoding='utf-8') as f:
+        text = f.read()
+    return text[text.index('## An evaluator'):text.index('## Checklist')]
+
+
+def test_customize_doc_evaluator_example_runs_as_written(tmp_path, monkeypatch, capsys, tar_far):
+    import re
+
+    from facekit.registry import EVALUATORS
+    section = _doc_section()
+    blocks = re.findall(r'```python\n(.*?)```', section, re.S)
+    code = [b for b in blocks if not b.startswith('custom_imports')]  # the config block needs a file
+    assert len(code) == 2 and code[0].startswith('# my_plugins/cosine_pairs.py')
+    shown = re.findall(r'```\n(\+CosinePairAccuracy.*?)```', section, re.S)[0]
+    monkeypatch.chdir(tmp_path)  # the example writes pairs.npz into the working directory
+    namespace = {}
+    try:
+        exec(compile('\n'.join(code), 'docs/customize.md', 'exec'), namespace)
+    finally:
+        EVALUATORS.module_dict.pop('CosinePairAccuracy', None)
+    out = capsys.readouterr().out
+    # 3 of 4 pairs right: a face with itself / a scaled copy (same), two noise images (different);
+    # the negated face (cosine -1) is called different although labelled same
+    faces = namespace['faces'].reshape(4, -1).astype(np.float64)
+    unrelated = faces[1] @ faces[2] / np.linalg.norm(faces[1]) / np.linalg.norm(faces[2])
+    result = namespace['results']['cosine_pairs']
+    assert result['accuracy'] == 0.75 and abs(unrelated) < 0.3
+    assert result['mean_cosine'] == pytest.approx((1 + unrelated + 1 - 1) / 4, abs=1e-6)
+    assert 'evaluating cosine_pairs ...\ncosine_pairs accuracy=0.75000\n' in out
+    assert shown in out  # the report printed in the docs is the one the code prints
+    # and it reports next to a built-in kind
+    ev = namespace['evaluator']
+    (tf, tr), _ = tar_far
+    assert isinstance(ev, BaseEvaluator) and ev.primary_value(result) == 0.75
+    text = report([ev, tf], {ev.name: result, tf.name: tr})
+    assert text.startswith(shown.strip()) and 'TAR @ FAR' in text
