@@ -143,7 +143,8 @@ class BaseEvaluator:
     def table(cls, results, title=None):
         """All ``{name: result}`` of this class as one text table.
 
-        Default: a key/value table of the summaries, one row per summary key, one column per
+        Default: a key/value table of the default summaries (``scalar_summary``; a classmethod has
+        no instance to call ``summary`` on), one row per key, one column per
         target; 'n/a' where a target lacks a key or its value is not measurable.
         """
         summaries = {name: scalar_summary(r) for name, r in results.items()}

@@ -198,9 +198,15 @@ def _label(value, path):
     return value == '1'
 
 
+def far_label(far):
+    """``1e-04`` for a power of ten as the IJB tables write it, the exact decimal otherwise (``0.25``)."""
+    short = f'{float(far):.0e}'
+    return short if float(short) == float(far) else repr(float(far))
+
+
 def tar_key(far):
-    """Summary key of the TAR at ``far``: ``'tar@far=1e-04'`` (the table's column header after '=')."""
-    return f'tar@far={float(far):.0e}'
+    """Summary key of the TAR at ``far``: ``'tar@far=1e-04'`` (``'tar@far=' + far_label(far)``)."""
+    return f'tar@far={far_label(far)}'
 
 
 @EVALUATORS.register_module()
@@ -335,7 +341,7 @@ class TarFarEvaluator(BaseEvaluator):
 
     def log_lines(self, result):
         """``[name]TAR@FAR: 1e-04 95.02 | ...`` (percent) and ``[name]AUC: ... EER: ...``."""
-        cells = ' | '.join(f'{float(far):.0e} {_percent(tar)}' for far, tar in result['tar_at_far'].items())
+        cells = ' | '.join(f'{far_label(far)} {_percent(tar)}' for far, tar in result['tar_at_far'].items())
         return [f'[{self.name}]TAR@FAR: {cells}',
                 f"[{self.name}]AUC: {format_value(result['auc'])} EER: {format_value(result['eer'])}"]
 
@@ -348,7 +354,7 @@ class TarFarEvaluator(BaseEvaluator):
         """One row per target, one column per FAR (union over targets, ascending); TAR in percent
         as the IJB tables print it, 'n/a' where a FAR is not measurable or was not asked for."""
         fars = sorted({float(far) for r in results.values() for far in r['tar_at_far']})
-        rows = [['target'] + [f'{f:.0e}' for f in fars]]
+        rows = [['target'] + [far_label(f) for f in fars]]
         for name, r in results.items():
             by_far = {float(k): v for k, v in r['tar_at_far'].items()}
             rows.append([name] + [_percent(by_far.get(f, NOT_AVAILABLE)) for f in fars])

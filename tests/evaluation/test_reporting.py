@@ -3,8 +3,8 @@ import json
 
 import numpy as np
 
-from facekit.evaluation.reporting import (format_mean_std, plot_roc, summary_only, tar_far_table,
-                                          verification_table, write_json)
+from facekit.evaluation import TarFarEvaluator, VerificationEvaluator
+from facekit.evaluation.reporting import format_mean_std, plot_roc, summary_only, write_json
 
 
 def _result(acc=0.998167, std=0.002291):
@@ -19,7 +19,7 @@ def test_format_mean_std_reference_style():
 
 
 def test_verification_table_contains_reference_cell():
-    text = verification_table({'lfw': _result(), 'cfp_fp': _result(0.97186, 0.00652)})
+    text = VerificationEvaluator.table({'lfw': _result(), 'cfp_fp': _result(0.97186, 0.00652)})
     lines = text.splitlines()
     assert 'Accuracy-Flip' in lines[1] and 'XNorm' in lines[1]
     assert '| lfw ' in text and '0.99817+-0.00229' in text and '0.97186+-0.00652' in text
@@ -27,7 +27,8 @@ def test_verification_table_contains_reference_cell():
 
 
 def test_tar_far_table_percent_and_na():
-    text = tar_far_table({'ijbc': {'tar_at_far': {1e-6: 'n/a', 1e-4: 0.9637, 1e-1: 1.0}}})
+    text = TarFarEvaluator.table({'ijbc': {'tar_at_far': {1e-6: 'n/a', 1e-4: 0.9637, 1e-1: 1.0}}})
+    assert text.splitlines()[0].startswith('+TAR @ FAR')
     assert '1e-06' in text and '1e-04' in text and '96.37' in text and '100.00' in text and 'n/a' in text
 
 
