@@ -252,10 +252,10 @@ class Runner:
             from ..evaluation import as_embed_fn
             # Built once, so the embedding graph compiles once and sees the trained weights.
             self._embed_fn = as_embed_fn(self.model)
+        from ..evaluation import evaluate_all
         self.model.set_train(False)
         try:
-            for ev in self.evaluators:
-                results[ev.name] = ev.evaluate(self._embed_fn)
+            results = evaluate_all(self.evaluators, self._embed_fn, log=self.log)
         finally:
             self.model.set_train(True)
         self.last_eval_iter = self.iter

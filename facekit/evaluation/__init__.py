@@ -4,8 +4,7 @@ from .base import BaseEvaluator, EvaluatorAdapter, as_evaluator, evaluate_all, s
 from .embedding import (DistInfo, as_embed_fn, batch_plan, decode_image, embed_images,  # noqa: F401
                         inference_mode, to_model_input)
 from .evaluators import TarFarEvaluator, VerificationEvaluator, tar_key, xnorm  # noqa: F401
-from .reporting import (format_mean_std, plot_roc, report, tar_far_table, verification_table,  # noqa: F401
-                        write_json)
+from .reporting import format_mean_std, plot_roc, report, write_json  # noqa: F401
 from .tar_far import aggregate_templates, roc_curve, tar_at_far, template_pair_scores  # noqa: F401
 from .targets import data_roots, test_evaluator_cfgs  # noqa: F401
 from .verification import kfold_splits, l2_normalize, verification_metrics  # noqa: F401

@@ -10,7 +10,7 @@ import os.path as osp
 import numpy as np
 
 __all__ = ['format_mean_std', 'format_value', 'ascii_table', 'report', 'to_jsonable', 'write_json', 'plot_roc',
-           'summary_only', 'verification_table', 'tar_far_table']
+           'summary_only']
 
 # keys holding per-threshold curves: kept in memory and for plots, left out of tables
 CURVE_KEYS = ('tpr', 'fpr', 'thresholds')
@@ -36,21 +36,6 @@ def ascii_table(rows, title=None):
     table = AsciiTable(rows, title)
     table.inner_row_border = False
     return table.table
-
-
-_table = ascii_table  # old private name, still imported by tools/train.py until the engine refactor
-
-
-def verification_table(results, title=None):
-    """Kept for tools/ until they call ``report``: ``VerificationEvaluator.table``."""
-    from .evaluators import VerificationEvaluator  # late: evaluators import this module
-    return VerificationEvaluator.table(results, title)
-
-
-def tar_far_table(results, title=None):
-    """Kept for tools/ until they call ``report``: ``TarFarEvaluator.table``."""
-    from .evaluators import TarFarEvaluator  # late: evaluators import this module
-    return TarFarEvaluator.table(results, title)
 
 
 def report(evaluators, results, title=None):
