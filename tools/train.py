@@ -111,7 +111,7 @@ def final_evaluation(runner, cfg):
     print(verification_table(results, title=f'verification (10-fold) after {runner.iter} iterations'))
     out = {name: summary_only(r) for name, r in results.items()}
     if (cfg.get('train_cfg', {}) or {}).get('raw_pixel_floor', False):
-        from facekit.datasets import raw_pixel_floor
+        from facekit.evaluation.floor import raw_pixel_floor
         from facekit.evaluation.reporting import _table, format_mean_std
         rows = [['target', 'trained (flip)', 'raw-pixel floor', 'margin', 'standardized floor', 'margin']]
         for ev in runner.evaluators:

@@ -1,6 +1,6 @@
 """facekit.datasets: the dataset contract (BaseFaceDataset), readers (RecordIO, image folders,
 MindRecord), synthetic identities, verification .bin files, decoding/normalization (preprocess),
-transforms and the MindSpore data loader builder."""
+transforms and the MindSpore data loader builder. Never imports facekit.evaluation."""
 from . import transforms  # noqa: F401  (fills TRANSFORMS)
 from .base import BaseFaceDataset  # noqa: F401
 from .builder import (DEFAULT_TRAIN_PIPELINE, FaceDataLoader, ShardedShuffleSampler,  # noqa: F401
@@ -12,5 +12,4 @@ from .preprocess import IMAGE_SIZE, MEAN, STD, decode_image, normalize, to_model
 from .recordio import (IndexedRecordIOReader, IndexedRecordIOWriter, IRHeader, RecordIOError,  # noqa: F401
                        RecordIOReader, RecordIOWriter, pack, pack_img, unpack, unpack_img)
 from .synthetic import SyntheticIdentities  # noqa: F401
-from .verification_bin import (UnsafeFileError, load_bin, make_verification_bin,  # noqa: F401
-                               raw_pixel_floor, save_bin)
+from .verification_bin import UnsafeFileError, load_bin, make_verification_bin, save_bin  # noqa: F401

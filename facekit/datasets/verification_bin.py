@@ -1,4 +1,4 @@
-"""Verification ``.bin`` files: load without running pickle code, save, build from a dataset, raw-pixel floor.
+"""Verification ``.bin`` files: load without running pickle code, save, build from a dataset.
 
 Format (InsightFace): a pickle of ``(images, issame)`` where ``images`` is a list of 2N
 encoded images (JPEG/PNG bytes) and ``issame`` a list (or numpy array) of N booleans;
@@ -8,6 +8,8 @@ with ``encoding='bytes'``.
 A pickle can name any importable callable and have the loader call it. ``load_bin`` uses
 an unpickler that resolves only a short list of globals, each to a checking stand-in, so
 a malicious ``__reduce__`` payload raises :class:`UnsafeFileError` before anything runs.
+
+The raw-pixel floor (a metric over such pairs) lives in ``facekit.evaluation.floor``.
 """
 import io
 import os
@@ -20,7 +22,7 @@ from .base import check_raw_image
 from .builder import as_face_dataset
 from .preprocess import decode_image
 
-__all__ = ['UnsafeFileError', 'load_bin', 'save_bin', 'make_verification_bin', 'decode_pairs', 'raw_pixel_floor']
+__all__ = ['UnsafeFileError', 'load_bin', 'save_bin', 'make_verification_bin', 'decode_pairs']
 
 
 class UnsafeFileError(pickle.UnpicklingError):
@@ -302,39 +304,3 @@ def decode_pairs(images, image_size=None, source='pairs'):
     """
     return np.stack([decode_image(b, source=source, index=i, image_size=image_size)
                      for i, b in enumerate(images)])
-
-
-def raw_pixel_floor(bin_or_pairs, nfolds=10, flip=False, standardize=False):
-    """Verification accuracy of raw pixels: the floor a trained model must clear.
-
-    Each image is normalized ``(x/255 - 0.5)/0.5``, flattened (optionally summed with its
-    horizontal flip, as the flip test does for embeddings) and L2-normalized; the pairs then
-    go through the same 10-fold protocol as embeddings
-    (``facekit.evaluation.verification.verification_metrics``: squared Euclidean distance,
-    thresholds 0..4 step 0.01, contiguous folds).
-
-    Args:
-        bin_or_pairs: a .bin path or an ``(images, issame)`` pair as from ``load_bin``.
-        flip: sum each image with its mirror before normalizing.
-        standardize: first subtract each image's per-channel mean and divide by its std,
-            which undoes global brightness/colour casts; this stricter floor shows how much
-            of the task such a one-line normalization already solves.
-    Returns:
-        dict(accuracy, accuracy_std, best_threshold, auc, num_pairs).
-    """
-    from ..evaluation.verification import l2_normalize, verification_metrics  # evaluation owns the protocol
-
-    if isinstance(bin_or_pairs, (str, os.PathLike)):
-        images, issame = load_bin(bin_or_pairs)
-    else:
-        images, issame = bin_or_pairs
-    pix = decode_pairs(images).astype(np.float32) / np.float32(127.5) - np.float32(1.0)
-    if standardize:
-        mean = pix.mean(axis=(1, 2), keepdims=True)
-        std = pix.std(axis=(1, 2), keepdims=True)
-        pix = (pix - mean) / (std + np.float32(1e-6))
-    if flip:
-        pix = pix + pix[:, :, ::-1]
-    x = l2_normalize(pix.reshape(len(pix), -1))
-    m = verification_metrics(x[0::2], x[1::2], np.asarray(issame, dtype=bool), nfolds=nfolds)
-    return {k: m[k] for k in ('accuracy', 'accuracy_std', 'best_threshold', 'auc', 'num_pairs')}
