@@ -6,18 +6,12 @@
 """
 import numpy as np
 
+from ..datasets.preprocess import normalize
+from ..evaluation.verification import l2_normalize  # noqa: F401  (one home; re-exported by facekit.apis)
 from .alignment import align_face
 from .images import collect_images, normalize_batch
 from ..utils.runtime import setup_runtime
 from .model_loading import backbone_cfg_from_config, build_backbone, input_size_of
-
-_EPS = 1e-12
-
-
-def l2_normalize(x, axis=-1):
-    """``x / sqrt(sum(x^2) + eps)`` along ``axis`` (by hand: never ``ops.L2Normalize``, see DESIGN.md)."""
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.sqrt(np.sum(x * x, axis=axis, keepdims=True) + _EPS)
 
 
 def _chunk_sizes(n, batch_size):
@@ -201,5 +195,5 @@ def infer(img, backbone='iresnet50', num_features=512, pretrained=False, device_
         if pixels.shape[-2:] != (112, 112):
             raise ValueError(f'infer: expected 112x112 aligned faces, got {pixels.shape[-2]}x{pixels.shape[-1]}; '
                              'crop with facekit.apis.align_face first')
-        batch = (pixels / 255.0 - 0.5) / 0.5
+        batch = normalize(pixels)  # elementwise, so the NCHW layout is fine
     return embedder.forward(batch)

@@ -6,9 +6,9 @@ Every facekit model takes ``(B, 3, 112, 112) float32`` RGB normalized as ``(x / 
 import os
 import os.path as osp
 
-import cv2
 import numpy as np
 
+from ..datasets.preprocess import decode_image, to_model_input
 from .alignment import align_face
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff', '.ppm', '.pgm')
@@ -38,11 +38,7 @@ def read_image(path):
     if not osp.isfile(path):
         raise FileNotFoundError(f'image not found: {path}')
     # imdecode of the raw bytes handles non-ASCII paths that cv2.imread rejects.
-    data = np.fromfile(path, dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError(f'cannot decode image file {path} (not an image OpenCV can read)')
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return decode_image(np.fromfile(path, dtype=np.uint8), source=path)
 
 
 def _as_rgb_array(image, color, name):
@@ -121,6 +117,4 @@ def normalize_batch(images, image_size=112):
     Returns:
         (N, 3, image_size, image_size) float32 in [-1, 1]: ``(x / 255 - 0.5) / 0.5``.
     """
-    batch = np.stack([align_face(img, None, image_size) for img in images]).astype(np.float32)
-    batch = (batch / 255.0 - 0.5) / 0.5
-    return np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
+    return to_model_input(np.stack([align_face(img, None, image_size) for img in images]))

@@ -9,14 +9,20 @@
 into a :class:`FaceDataLoader`: an iterable over epochs of
 ``(img (B, 3, 112, 112) float32, label (B,) int32)`` NumPy batches, backed by a batched
 ``mindspore.dataset.GeneratorDataset``.
+
+The dataset config's ``pipeline`` belongs to the loader: it is taken out of the config before
+the dataset is built and applied through :func:`as_face_dataset`, so a dataset class need not
+accept a ``pipeline`` argument at all (docs/customize.md, "A dataset").
 """
 import copy
 
 import numpy as np
 
 from ..registry import DATASETS, build_from_cfg
+from .base import BaseFaceDataset, check_raw_image
+from .transforms import Compose
 
-__all__ = ['build_dataset', 'build_dataloader', 'FaceDataLoader', 'ShardedShuffleSampler',
+__all__ = ['build_dataset', 'build_dataloader', 'as_face_dataset', 'FaceDataLoader', 'ShardedShuffleSampler',
            'split_native_tail', 'DEFAULT_TRAIN_PIPELINE']
 
 # What a training set needs when its config names no pipeline: HWC uint8 -> CHW [-1, 1].
@@ -27,6 +33,65 @@ DEFAULT_TRAIN_PIPELINE = [dict(type='RandomHorizontalFlip', prob=0.5), dict(type
 def build_dataset(cfg, default_args=None):
     """Build a DATASETS entry from ``dict(type=..., ...)``."""
     return build_from_cfg(cfg, DATASETS, default_args)
+
+
+class _ProtocolDataset(BaseFaceDataset):
+    """A dataset with only the documented minimal protocol, seen as a BaseFaceDataset.
+
+    The wrapped object gives ``len()``, ``num_classes`` and ``ds[i] -> (HWC uint8 RGB, int
+    label)``; this class adds the pipeline, ``get_image``/``get_label`` and ``indices_by_class``.
+    """
+
+    def __init__(self, dataset, pipeline=None):
+        missing = [name for name in ('__len__', '__getitem__', 'num_classes') if not hasattr(dataset, name)]
+        if missing:
+            raise TypeError(f'{type(dataset).__name__} is not a dataset: it lacks {missing}; subclass '
+                            f'facekit.datasets.BaseFaceDataset or give __len__, __getitem__(i) -> '
+                            f'(HWC uint8 RGB, int label) and num_classes')
+        super().__init__(pipeline)
+        self.dataset = dataset
+        self.num_classes = int(dataset.num_classes)
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def _sample(self, idx):
+        img, label = self.dataset[self._index(idx)]
+        where = (f'{type(self.dataset).__name__}[{idx}] (a dataset without BaseFaceDataset returns the raw '
+                 f'image; the loader applies the pipeline)')
+        return check_raw_image(img, where), int(label)
+
+    def get_image(self, idx):
+        return self._sample(idx)[0]
+
+    def get_label(self, idx):
+        return self._sample(idx)[1]
+
+    def __getitem__(self, idx):
+        img, label = self._sample(idx)  # one read for both
+        return self.pipeline(img, label)
+
+    def __repr__(self):
+        return f'as_face_dataset({self.dataset!r})'
+
+
+def as_face_dataset(dataset, pipeline=None):
+    """The one adapter from "a dataset" to :class:`BaseFaceDataset`.
+
+    Args:
+        dataset: a BaseFaceDataset, or any object with ``__len__``, ``__getitem__(i) ->
+            (HWC uint8 RGB, int label)`` and ``num_classes`` (docs/customize.md).
+        pipeline: TRANSFORMS configs/callables or a Compose to apply; None keeps a
+            BaseFaceDataset's own pipeline (identity for a wrapped minimal dataset). Given
+            for a BaseFaceDataset, it replaces that dataset's pipeline in place.
+    Returns:
+        a BaseFaceDataset (``dataset`` itself when it is one).
+    """
+    if isinstance(dataset, BaseFaceDataset):
+        if pipeline is not None:
+            dataset.pipeline = pipeline
+        return dataset
+    return _ProtocolDataset(dataset, pipeline)
 
 
 class ShardedShuffleSampler:
@@ -73,21 +138,20 @@ class ShardedShuffleSampler:
 def split_native_tail(dataset):
     """Move the trailing transforms that have a C++ twin out of the dataset's pipeline.
 
-    Returns ``(dataset, native_ops)``: a shallow copy of ``dataset`` whose Python pipeline
+    ``dataset`` is a BaseFaceDataset. Returns ``(dataset, native_ops)``: a shallow copy of ``dataset`` whose Python pipeline
     stops before the tail (the original is untouched), and the tail's MindSpore ops. Flip,
     normalize and HWC->CHW then run in MindSpore's C++ threads, and Python workers hand over
     uint8 HWC rows (4x smaller than float32) instead of holding the GIL for them.
     """
-    pipeline = getattr(dataset, 'pipeline', None)
-    transforms = list(getattr(pipeline, 'transforms', []))
+    transforms = list(dataset.pipeline.transforms)
     k = len(transforms)
+    # a plain callable in the pipeline has no ``native``; DecodeImage's twin cannot run after Python steps
     while k > 0 and hasattr(transforms[k - 1], 'native') and type(transforms[k - 1]).__name__ != 'DecodeImage':
         k -= 1
     if k == len(transforms):
         return dataset, []
-    from .transforms import Compose
     head = copy.copy(dataset)
-    head.pipeline = Compose(transforms[:k]) if k else None
+    head.pipeline = Compose(transforms[:k])
     return head, [t.native() for t in transforms[k:]]
 
 
@@ -108,10 +172,7 @@ class _Source:
     def __getitem__(self, idx):
         img, label = self.dataset[int(idx)]
         if not self.final:
-            if not (isinstance(img, np.ndarray) and img.dtype == np.uint8 and img.ndim == 3):
-                raise TypeError(f'{type(self.dataset).__name__}[{idx}] gave {type(img).__name__} '
-                                f'{getattr(img, "dtype", "")} {getattr(img, "shape", "")} before the '
-                                f'native transforms; they need an HWC uint8 image')
+            check_raw_image(img, f'{type(self.dataset).__name__}[{idx}] before the native transforms')
             return img, np.int32(label)
         if not (isinstance(img, np.ndarray) and img.dtype == np.float32 and img.ndim == 3 and img.shape[0] == 3):
             raise TypeError(
@@ -194,12 +255,14 @@ def build_dataloader(cfg, rank=0, world_size=1, seed=None):
             ``num_workers`` (parallel workers, default 1), ``shuffle`` (default True),
             ``drop_remainder`` (default True: PartialFC needs a constant batch), ``seed``
             (shuffle seed, default 0), ``python_multiprocessing`` (worker processes instead
-            of threads; default True when num_workers > 1). A dataset with ``build_native``
-            (MindRecordFaceDataset) supplies its own MindSpore source and shuffle instead of
+            of threads; default True when num_workers > 1). A dataset whose ``build_native``
+            returns a source (MindRecordFaceDataset) supplies its own MindSpore source and shuffle instead of
             the Python sampler and GeneratorDataset. ``native_transforms`` (default True):
             run the pipeline's trailing flip/normalize/resize/CHW steps as MindSpore C++ ops
-            (``split_native_tail``). A dataset config without a
-            ``pipeline`` gets ``DEFAULT_TRAIN_PIPELINE``.
+            (``split_native_tail``). The dataset config's
+            ``pipeline`` (default ``DEFAULT_TRAIN_PIPELINE``) is removed before the dataset is
+            built and applied by ``as_face_dataset``; a built BaseFaceDataset keeps its own
+            pipeline, a built minimal-protocol dataset gets ``DEFAULT_TRAIN_PIPELINE``.
         rank, world_size: this process's shard.
         seed: shuffle seed used when ``cfg`` has no ``seed`` (the runner passes
             ``runtime.seed``); both absent means 0.
@@ -220,16 +283,18 @@ def build_dataloader(cfg, rank=0, world_size=1, seed=None):
     dataset = cfg['dataset']
     if isinstance(dataset, dict):
         dataset = dict(dataset)
-        dataset.setdefault('pipeline', DEFAULT_TRAIN_PIPELINE)
-        dataset = build_dataset(dataset)
+        pipeline = dataset.pop('pipeline', DEFAULT_TRAIN_PIPELINE)
+        dataset = as_face_dataset(build_dataset(dataset), pipeline)
+    else:
+        dataset = as_face_dataset(dataset, None if isinstance(dataset, BaseFaceDataset) else DEFAULT_TRAIN_PIPELINE)
     batch_size = int(cfg['batch_size'])
     workers = max(1, int(cfg.get('num_workers', 1)))
     multiproc = bool(cfg.get('python_multiprocessing', workers > 1))
     drop = bool(cfg.get('drop_remainder', True))
     shuffle_seed = cfg.get('seed', 0 if seed is None else seed)
-    if hasattr(dataset, 'build_native'):
-        native = dataset.build_native(shuffle=cfg.get('shuffle', True), seed=shuffle_seed, rank=rank,
-                                      world_size=world_size, num_workers=workers)
+    native = dataset.build_native(shuffle=cfg.get('shuffle', True), seed=shuffle_seed, rank=rank,
+                                  world_size=world_size, num_workers=workers)
+    if native is not None:
         native = native.batch(batch_size, drop_remainder=drop)
         if native.get_dataset_size() == 0:
             raise ValueError(f'build_dataloader: rank {rank} has fewer samples than one batch of {batch_size}')

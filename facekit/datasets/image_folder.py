@@ -3,10 +3,11 @@ import os
 import os.path as osp
 import warnings
 
-import cv2
 import numpy as np
 
 from ..registry import DATASETS
+from .base import BaseFaceDataset
+from .preprocess import decode_image
 
 __all__ = ['ImageFolderDataset', 'IMAGE_EXTENSIONS']
 
@@ -14,7 +15,7 @@ IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
 
 
 @DATASETS.register_module()
-class ImageFolderDataset:
+class ImageFolderDataset(BaseFaceDataset):
     """One folder per identity; class ids are the sorted folder names' positions.
 
     Args:
@@ -53,55 +54,53 @@ class ImageFolderDataset:
         self.class_ranges = np.asarray(ranges, dtype=np.int64).reshape(-1, 2)
         self.num_classes = len(self.classes)
         self._bad = set()
-        from .transforms import Compose  # local: avoid a cycle through the package __init__
-        self.pipeline = Compose(pipeline) if pipeline else None
+        super().__init__(pipeline)
 
     def __len__(self):
         return len(self.samples)
 
     def indices_by_class(self):
-        return [np.arange(a, b, dtype=np.int64) for a, b in self.class_ranges]
+        """{label: int64 sample indices} for every identity folder with an image."""
+        return {c: np.arange(a, b, dtype=np.int64) for c, (a, b) in enumerate(self.class_ranges) if b > a}
 
-    def get_label(self, idx):
-        return self.samples[idx][1]
-
-    @staticmethod
-    def _read(path):
-        # imdecode of the bytes (not imread) so non-ASCII paths work everywhere.
+    def _read(self, path, idx):
+        """HWC uint8 RGB of ``path``; ValueError naming the file and sample when unreadable."""
         try:
+            # imdecode of the bytes (not imread) so non-ASCII paths work everywhere.
             data = np.fromfile(path, dtype=np.uint8)
-        except OSError:
-            return None
-        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-        return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        except OSError as e:
+            raise ValueError(f'image {idx} of ImageFolderDataset: cannot read {path} ({e})') from e
+        return decode_image(data, source=path, index=idx)
 
     def _load(self, idx):
         """(img, label) of ``idx``, or of the next readable sample under on_error='warn'."""
+        idx = self._index(idx)
         n = len(self.samples)
         for step in range(n):
             path, label = self.samples[(idx + step) % n]
-            img = self._read(path)
-            if img is not None:
-                return img, label
-            if self.on_error == 'raise':
-                raise ValueError(f'ImageFolderDataset: cannot read image {path} (sample {idx}); '
-                                 f"pass on_error='warn' to skip unreadable files")
+            try:
+                return self._read(path, (idx + step) % n), label
+            except ValueError as e:
+                if self.on_error == 'raise':
+                    raise ValueError(f'ImageFolderDataset: cannot read image {path} (sample {idx}): {e}; '
+                                     f"pass on_error='warn' to skip unreadable files") from e
             if path not in self._bad:
                 self._bad.add(path)
                 warnings.warn(f'ImageFolderDataset: skipping unreadable image {path}', RuntimeWarning)
         raise ValueError(f'ImageFolderDataset: no readable image under {self.root}')
 
+    def get_label(self, idx):
+        return self.samples[self._index(idx)][1]
+
     def get_image(self, idx):
+        """(H, W, 3) uint8 RGB of sample ``idx`` (under on_error='warn', of the next readable one)."""
         return self._load(idx)[0]
 
     def __getitem__(self, idx):
-        idx = int(idx)
-        if not -len(self) <= idx < len(self):
-            raise IndexError(f'ImageFolderDataset index {idx} out of range [0, {len(self)})')
-        img, label = self._load(idx % len(self))
-        if self.pipeline is not None:
-            return self.pipeline(img, label)
-        return img, label
+        # one read gives the image and the label of the sample actually returned: under
+        # on_error='warn' an unreadable file is replaced by the next readable one, label included
+        img, label = self._load(idx)
+        return self.pipeline(img, label)
 
     def __repr__(self):
         return (f'ImageFolderDataset(root={self.root!r}, num_images={len(self)}, '

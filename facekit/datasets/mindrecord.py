@@ -18,6 +18,7 @@ import shutil
 import tempfile
 
 from ..registry import DATASETS
+from .base import BaseFaceDataset
 
 __all__ = ['write_mindrecord', 'rec_to_mindrecord', 'MindRecordFaceDataset']
 
@@ -81,12 +82,14 @@ def rec_to_mindrecord(rec_dir, path, rec_name='train', progress=False):
 
 
 @DATASETS.register_module()
-class MindRecordFaceDataset:
+class MindRecordFaceDataset(BaseFaceDataset):
     """A MindRecord face set, read by MindSpore's native pipeline (training loader only).
 
     ``build_dataloader`` asks it for a native pipeline (``build_native``): the JPEG decode and
     every transform with a native equivalent (flip, normalize, HWC->CHW, resize) run in C++;
-    other transforms run as Python functions inside the same map.
+    other transforms run as Python functions inside the same map. MindRecord files have no
+    random access from Python, so ``get_image``/``get_label`` (and ``ds[i]``) are not
+    available: use the ``.rec`` it was made from for verification pairs or inspection.
 
     Args:
         path: the ``*.mindrecord`` file.
@@ -106,11 +109,22 @@ class MindRecordFaceDataset:
             meta = json.load(f)
         self.num_images = int(meta['num_images'])
         self.num_classes = int(meta['num_classes'])
-        from .transforms import Compose
-        self.pipeline = Compose(pipeline) if pipeline else Compose([])
+        super().__init__(pipeline)
 
     def __len__(self):
         return self.num_images
+
+    def get_image(self, idx):
+        raise NotImplementedError(f'MindRecordFaceDataset({self.path}) is read only by the MindSpore native '
+                                  f'pipeline (build_dataloader); read sample {idx} from the .rec it was made from')
+
+    def get_label(self, idx):
+        raise NotImplementedError(f'MindRecordFaceDataset({self.path}) is read only by the MindSpore native '
+                                  f'pipeline (build_dataloader); read label {idx} from the .rec it was made from')
+
+    def indices_by_class(self):
+        raise NotImplementedError(f'MindRecordFaceDataset({self.path}) has no per-class index; use the .rec '
+                                  f'it was made from (MXFaceDataset)')
 
     def build_native(self, shuffle, seed, rank, world_size, num_workers):
         """Unbatched ``mindspore.dataset`` pipeline of (CHW float32 img, int32 label) rows.
@@ -133,7 +147,7 @@ class MindRecordFaceDataset:
         for t in self.pipeline.transforms:
             if type(t).__name__ == 'DecodeImage':
                 continue  # decoding is the first op already
-            native = t.native() if hasattr(t, 'native') else None
+            native = t.native() if hasattr(t, 'native') else None  # a plain callable has no C++ twin
             ops.append(native if native is not None else t)
         data = data.map(operations=ops, input_columns=['image'], output_columns=['img'],
                         num_parallel_workers=num_workers)

@@ -15,6 +15,7 @@ import tempfile
 import numpy as np
 
 from ..registry import DATASETS
+from .base import BaseFaceDataset, group_by_label
 from .recordio import IndexedRecordIOReader, IndexedRecordIOWriter, IRHeader, RecordIOError, pack, unpack, unpack_img
 
 __all__ = ['MXFaceDataset', 'read_property', 'write_mx_face_dataset']
@@ -40,7 +41,7 @@ def _first_label(label):
 
 
 @DATASETS.register_module()
-class MXFaceDataset:
+class MXFaceDataset(BaseFaceDataset):
     """Images and identity labels from a RecordIO face set.
 
     Args:
@@ -79,8 +80,7 @@ class MXFaceDataset:
             self.layout = 'im2rec'
             self.keys = np.asarray(self.reader.keys, dtype=np.int64)
             self._num_classes = self.property[0] if self.property else None
-        from .transforms import Compose  # local: avoid a cycle through the package __init__
-        self.pipeline = Compose(pipeline) if pipeline else None
+        super().__init__(pipeline)
 
     def _init_insightface(self, header):
         self.layout = 'insightface'
@@ -123,21 +123,24 @@ class MXFaceDataset:
         return self._labels
 
     def indices_by_class(self):
-        """list over classes of np.ndarray int64 dataset indices."""
+        """{label: int64 dataset indices}: from the identity records, or from the labels (im2rec)."""
         if self.class_ranges is not None:
-            return [np.arange(a, b, dtype=np.int64) for a, b in self.class_ranges]
-        labels = self.labels
-        order = np.argsort(labels, kind='stable')
-        bounds = np.searchsorted(labels[order], np.arange(self.num_classes + 1))
-        return [order[bounds[c]:bounds[c + 1]] for c in range(self.num_classes)]
+            return {c: np.arange(a, b, dtype=np.int64) for c, (a, b) in enumerate(self.class_ranges) if b > a}
+        if self._indices_by_class is None:
+            self._indices_by_class = group_by_label(self.labels)
+        return self._indices_by_class
 
     def _record(self, idx):
-        if not -len(self) <= idx < len(self):
-            raise IndexError(f'MXFaceDataset index {idx} out of range [0, {len(self)})')
-        key = int(self.keys[idx])
+        key = int(self.keys[self._index(idx)])
         return key, self.reader.read_idx(key)
 
     def get_label(self, idx):
+        """int label of sample ``idx``: from the class ranges (InsightFace, no I/O) or its header."""
+        if self.class_ranges is not None:
+            idx = self._index(idx)
+            c = int(np.searchsorted(self.class_ranges[:, 1], idx, side='right'))
+            if c < len(self.class_ranges) and self.class_ranges[c, 0] <= idx:
+                return c
         key, payload = self._record(idx)
         return _first_label(unpack(payload)[0].label)
 
@@ -151,14 +154,6 @@ class MXFaceDataset:
         """(H, W, 3) uint8 RGB of sample ``idx``."""
         key, payload = self._record(idx)
         return unpack_img(payload, key=f'{key} of {self.reader.path}')[1]
-
-    def __getitem__(self, idx):
-        key, payload = self._record(int(idx))
-        header, img = unpack_img(payload, key=f'{key} of {self.reader.path}')
-        label = _first_label(header.label)
-        if self.pipeline is not None:
-            return self.pipeline(img, label)
-        return img, label
 
     def __repr__(self):
         return (f'MXFaceDataset(data_root={self.data_root!r}, layout={self.layout!r}, '

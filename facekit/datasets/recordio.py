@@ -23,6 +23,8 @@ from collections import namedtuple
 import cv2
 import numpy as np
 
+from .preprocess import decode_image
+
 __all__ = ['MAGIC', 'RecordIOError', 'IRHeader', 'encode_record', 'RecordIOReader',
            'IndexedRecordIOReader', 'RecordIOWriter', 'IndexedRecordIOWriter',
            'pack', 'unpack', 'pack_img', 'unpack_img', 'read_idx_file']
@@ -334,8 +336,7 @@ def pack_img(header, img, quality=95, img_fmt='.jpg'):
 def unpack_img(s, key=None):
     """Record payload -> (IRHeader, HWC uint8 RGB image) decoded by OpenCV."""
     header, buf = unpack(s)
-    bgr = cv2.imdecode(np.frombuffer(buf, dtype=np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise RecordIOError(f'record {key}: OpenCV could not decode the {len(buf)}-byte image '
-                            f'(starts with {bytes(buf[:8])!r})')
-    return header, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    try:
+        return header, decode_image(buf, source=f'record {key}')
+    except ValueError as e:
+        raise RecordIOError(str(e)) from e

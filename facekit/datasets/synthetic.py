@@ -10,13 +10,14 @@ pixels, in any process and in any order of access.
 
 Why the nuisances: DESIGN.md "The bundled synthetic identities". Raw pixels must not be
 able to verify held-out identities on their own, or a trained model's accuracy proves
-nothing. Measure that floor with ``facekit.datasets.verification_bin.raw_pixel_floor``
+nothing. Measure that floor with ``facekit.evaluation.floor.raw_pixel_floor``
 and report it beside any trained accuracy.
 """
 import numpy as np
 import cv2
 
 from ..registry import DATASETS
+from .base import BaseFaceDataset
 
 __all__ = ['SyntheticIdentities', 'render_identity_image']
 
@@ -183,7 +184,7 @@ def render_identity_image(identity, index, seed=0, image_size=112, *, num_blobs=
 
 
 @DATASETS.register_module()
-class SyntheticIdentities:
+class SyntheticIdentities(BaseFaceDataset):
     """Procedural identities: ``num_classes * images_per_class`` images made on demand.
 
     Sample ``i`` is image ``i % images_per_class`` of local class ``i // images_per_class``;
@@ -246,8 +247,7 @@ class SyntheticIdentities:
         self._cache = {} if cache else None
         # Fail at construction, not mid-epoch, on a malformed knob.
         render_identity_image(self.identity_offset, 0, self.seed, 16, **self.knobs)
-        from .transforms import Compose  # local: transforms imports the registry only
-        self.pipeline = Compose(pipeline) if pipeline else None
+        super().__init__(pipeline)
 
     def __len__(self):
         return self.num_classes * self.images_per_class
@@ -259,9 +259,9 @@ class SyntheticIdentities:
         return idx // self.images_per_class
 
     def indices_by_class(self):
-        """list over classes of np.ndarray int64 sample indices (contiguous ranges)."""
+        """{label: int64 sample indices}: contiguous ranges, computed without rendering."""
         n = self.images_per_class
-        return [np.arange(c * n, (c + 1) * n, dtype=np.int64) for c in range(self.num_classes)]
+        return {c: np.arange(c * n, (c + 1) * n, dtype=np.int64) for c in range(self.num_classes)}
 
     def get_image(self, idx):
         """(image_size, image_size, 3) uint8 RGB of sample ``idx``, before the pipeline."""
@@ -276,15 +276,6 @@ class SyntheticIdentities:
             img.setflags(write=False)  # shared by every later epoch: transforms must copy
             self._cache[idx] = img
         return img
-
-    def __getitem__(self, idx):
-        idx = int(idx)
-        if idx < 0:
-            idx += len(self)
-        img, label = self.get_image(idx), self.get_label(idx)
-        if self.pipeline is not None:
-            return self.pipeline(img, label)
-        return img, label
 
     def __repr__(self):
         return (f'SyntheticIdentities(num_classes={self.num_classes}, images_per_class='

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from ..registry import TRANSFORMS, build_from_cfg
+from .preprocess import MEAN, STD, decode_image, normalize
 
 __all__ = ['Compose', 'DecodeImage', 'Resize', 'RandomHorizontalFlip', 'Normalize', 'ToCHW',
            'RandomDownUpResize', 'RandomGaussianBlur', 'ColorJitter', 'RandomGrayscale']
@@ -69,20 +70,15 @@ class Compose:
 
 @TRANSFORMS.register_module()
 class DecodeImage:
-    """Encoded image bytes (JPEG/PNG...) -> HWC uint8 RGB. Arrays pass through unchanged.
+    """Encoded image bytes (JPEG/PNG...) -> HWC uint8 RGB (``preprocess.decode_image``).
 
-    Raises ValueError when OpenCV cannot decode the bytes.
+    Decoded (HWC) arrays pass through unchanged. Raises ValueError on undecodable bytes.
     """
 
     def __call__(self, img):
         if isinstance(img, np.ndarray) and img.ndim == 3:
             return img
-        buf = np.frombuffer(bytes(img), dtype=np.uint8)
-        bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise ValueError(f'DecodeImage: OpenCV could not decode {len(buf)} bytes '
-                             f'(starts with {bytes(buf[:8])!r})')
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        return decode_image(img, source='DecodeImage')
 
     def native(self):
         import mindspore.dataset.vision as msv
@@ -146,16 +142,21 @@ class RandomHorizontalFlip:
 
 @TRANSFORMS.register_module()
 class Normalize:
-    """HWC uint8 -> float32 ``(x / 255 - mean) / std``; defaults give [-1, 1] (x/255-0.5)/0.5."""
+    """HWC uint8 -> float32 ``(x / 255 - mean) / std`` (``preprocess.normalize``).
 
-    def __init__(self, mean=0.5, std=0.5):
+    Args:
+        mean: scalar or per-channel mean in [0, 1] image units; default ``preprocess.MEAN``.
+        std: scalar or per-channel std, non-zero; default ``preprocess.STD`` (so [-1, 1]).
+    """
+
+    def __init__(self, mean=MEAN, std=STD):
         self.mean = np.float32(mean)
         self.std = np.float32(std)
         if np.any(self.std == 0):
             raise ValueError('Normalize: std must be non-zero')
 
     def __call__(self, img):
-        return (img.astype(np.float32) * np.float32(1.0 / 255.0) - self.mean) / self.std
+        return normalize(img, self.mean, self.std)
 
     def native(self):
         # (x/255 - m)/s == (x - 255 m)/(255 s), per channel

@@ -1,4 +1,4 @@
-"""Verification ``.bin`` files: load without running pickle code, save, build, raw-pixel floor.
+"""Verification ``.bin`` files: load without running pickle code, save, build from a dataset.
 
 Format (InsightFace): a pickle of ``(images, issame)`` where ``images`` is a list of 2N
 encoded images (JPEG/PNG bytes) and ``issame`` a list (or numpy array) of N booleans;
@@ -8,6 +8,8 @@ with ``encoding='bytes'``.
 A pickle can name any importable callable and have the loader call it. ``load_bin`` uses
 an unpickler that resolves only a short list of globals, each to a checking stand-in, so
 a malicious ``__reduce__`` payload raises :class:`UnsafeFileError` before anything runs.
+
+The raw-pixel floor (a metric over such pairs) lives in ``facekit.evaluation.floor``.
 """
 import io
 import os
@@ -16,8 +18,11 @@ import pickle
 import cv2
 import numpy as np
 
-__all__ = ['UnsafeFileError', 'load_bin', 'save_bin', 'make_verification_bin',
-           'decode_pairs', 'raw_pixel_floor']
+from .base import check_raw_image
+from .builder import as_face_dataset
+from .preprocess import decode_image
+
+__all__ = ['UnsafeFileError', 'load_bin', 'save_bin', 'make_verification_bin', 'decode_pairs']
 
 
 class UnsafeFileError(pickle.UnpicklingError):
@@ -234,25 +239,6 @@ def save_bin(path, images, issame, protocol=4):
     return path
 
 
-def _sample_image(dataset, idx):
-    if hasattr(dataset, 'get_image'):
-        img = dataset.get_image(idx)
-    else:
-        img = dataset[idx][0]
-    if not (isinstance(img, np.ndarray) and img.dtype == np.uint8 and img.ndim == 3):
-        raise ValueError(f'make_verification_bin needs HWC uint8 images; dataset {type(dataset).__name__} '
-                         f'gave {type(img).__name__} {getattr(img, "dtype", "")} {getattr(img, "shape", "")} '
-                         f'for index {idx} (build it without a pipeline)')
-    return img
-
-
-def _indices_by_class(dataset):
-    if hasattr(dataset, 'indices_by_class'):
-        return [np.asarray(ix, dtype=np.int64) for ix in dataset.indices_by_class()]
-    labels = np.asarray([int(dataset[i][1]) for i in range(len(dataset))])
-    return [np.flatnonzero(labels == c) for c in np.unique(labels)]
-
-
 def make_verification_bin(dataset, num_pairs, seed, path=None, img_format='.jpg', quality=95):
     """Build balanced verification pairs from a labelled dataset.
 
@@ -261,8 +247,9 @@ def make_verification_bin(dataset, num_pairs, seed, path=None, img_format='.jpg'
     10 contiguous folds of the protocol each mix both kinds.
 
     Args:
-        dataset: has ``__getitem__ -> (HWC uint8 RGB, label)`` (or ``get_image``) and
-            preferably ``indices_by_class()``; use held-out identities for a fair test.
+        dataset: a BaseFaceDataset (its raw ``get_image``, before any pipeline, and its
+            ``indices_by_class``), or a minimal-protocol dataset (``ds[i] -> (HWC uint8 RGB,
+            label)``, see ``as_face_dataset``); use held-out identities for a fair test.
         num_pairs: N pairs (2N images).
         seed: seed of the pair sampling.
         path: if given, also write the .bin there (atomically).
@@ -272,7 +259,8 @@ def make_verification_bin(dataset, num_pairs, seed, path=None, img_format='.jpg'
         (images, issame): list of 2N encoded bytes, (N,) bool ndarray.
     """
     num_pairs = int(num_pairs)
-    groups = _indices_by_class(dataset)
+    dataset = as_face_dataset(dataset)
+    groups = [np.asarray(ix, dtype=np.int64) for ix in dataset.indices_by_class().values()]
     multi = [g for g in groups if len(g) >= 2]
     nonempty = [g for g in groups if len(g) >= 1]
     if num_pairs < 2 or not multi or len(nonempty) < 2:
@@ -296,7 +284,8 @@ def make_verification_bin(dataset, num_pairs, seed, path=None, img_format='.jpg'
     for k in order:
         a, b, same = pairs[k]
         for idx in (a, b):
-            ok, buf = cv2.imencode(img_format, cv2.cvtColor(_sample_image(dataset, idx), cv2.COLOR_RGB2BGR), params)
+            img = check_raw_image(dataset.get_image(idx), f'{type(dataset).__name__}.get_image({idx})')
+            ok, buf = cv2.imencode(img_format, cv2.cvtColor(img, cv2.COLOR_RGB2BGR), params)
             if not ok:
                 raise ValueError(f'OpenCV could not encode image {idx} as {img_format}')
             images.append(buf.tobytes())
@@ -307,50 +296,11 @@ def make_verification_bin(dataset, num_pairs, seed, path=None, img_format='.jpg'
     return images, issame
 
 
-def decode_pairs(images, image_size=None):
-    """Encoded images -> (2N, H, W, 3) uint8 RGB; optionally resized to ``image_size``."""
-    out = []
-    for i, b in enumerate(images):
-        bgr = cv2.imdecode(np.frombuffer(b, dtype=np.uint8), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise ValueError(f'image {i} of the pairs could not be decoded ({len(b)} bytes)')
-        if image_size is not None and bgr.shape[:2] != (image_size, image_size):
-            bgr = cv2.resize(bgr, (image_size, image_size))
-        out.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-    return np.stack(out)
+def decode_pairs(images, image_size=None, source='pairs'):
+    """Encoded images -> (2N, H, W, 3) uint8 RGB (``preprocess.decode_image``).
 
-
-def raw_pixel_floor(bin_or_pairs, nfolds=10, flip=False, standardize=False):
-    """Verification accuracy of raw pixels: the floor a trained model must clear.
-
-    Each image is normalized ``(x/255 - 0.5)/0.5``, flattened (optionally summed with its
-    horizontal flip, as the flip test does for embeddings) and L2-normalized; the pairs then
-    go through the same 10-fold protocol as embeddings
-    (``facekit.evaluation.verification.verification_metrics``: squared Euclidean distance,
-    thresholds 0..4 step 0.01, contiguous folds).
-
-    Args:
-        bin_or_pairs: a .bin path or an ``(images, issame)`` pair as from ``load_bin``.
-        flip: sum each image with its mirror before normalizing.
-        standardize: first subtract each image's per-channel mean and divide by its std,
-            which undoes global brightness/colour casts; this stricter floor shows how much
-            of the task such a one-line normalization already solves.
-    Returns:
-        dict(accuracy, accuracy_std, best_threshold, auc, num_pairs).
+    ``image_size`` resizes square images of another side (non-square ones are an error);
+    ``source`` names the file in errors.
     """
-    from ..evaluation.verification import l2_normalize, verification_metrics  # evaluation owns the protocol
-
-    if isinstance(bin_or_pairs, (str, os.PathLike)):
-        images, issame = load_bin(bin_or_pairs)
-    else:
-        images, issame = bin_or_pairs
-    pix = decode_pairs(images).astype(np.float32) / np.float32(127.5) - np.float32(1.0)
-    if standardize:
-        mean = pix.mean(axis=(1, 2), keepdims=True)
-        std = pix.std(axis=(1, 2), keepdims=True)
-        pix = (pix - mean) / (std + np.float32(1e-6))
-    if flip:
-        pix = pix + pix[:, :, ::-1]
-    x = l2_normalize(pix.reshape(len(pix), -1))
-    m = verification_metrics(x[0::2], x[1::2], np.asarray(issame, dtype=bool), nfolds=nfolds)
-    return {k: m[k] for k in ('accuracy', 'accuracy_std', 'best_threshold', 'auc', 'num_pairs')}
+    return np.stack([decode_image(b, source=source, index=i, image_size=image_size)
+                     for i, b in enumerate(images)])

@@ -14,39 +14,17 @@ import weakref
 
 import numpy as np
 
+from ..datasets.preprocess import IMAGE_SIZE, to_model_input  # noqa: F401  (re-exported: one home)
+from ..datasets.preprocess import decode_image as _decode_image
+
 __all__ = ['IMAGE_SIZE', 'decode_image', 'to_model_input', 'batch_plan', 'as_embed_fn', 'inference_mode',
            'DistInfo', 'embed_images', 'flip_sum']
 
-IMAGE_SIZE = 112
-
 
 def decode_image(buf, index=None, source='', image_size=IMAGE_SIZE):
-    """Encoded bytes (JPEG/PNG) -> (H, W, 3) uint8 RGB of side ``image_size``.
-
-    A square image of another size is resized (area interpolation); a non-square one is an error.
-    """
-    import cv2
-    bgr = cv2.imdecode(np.frombuffer(buf, dtype=np.uint8), cv2.IMREAD_COLOR)
-    where = f'image {index} of {source}' if source else f'image {index}'
-    if bgr is None:
-        raise ValueError(f'{where} could not be decoded ({len(buf)} bytes)')
-    h, w = bgr.shape[:2]
-    if (h, w) != (image_size, image_size):
-        if h != w:
-            raise ValueError(f'{where} is {h}x{w}; expected aligned square {image_size}x{image_size} crops')
-        bgr = cv2.resize(bgr, (image_size, image_size), interpolation=cv2.INTER_AREA)
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-def to_model_input(images, flip=False):
-    """(B, H, W, 3) uint8 RGB -> (B, 3, H, W) float32 ``(x / 255 - 0.5) / 0.5``; ``flip`` mirrors W."""
-    x = np.asarray(images)
-    if x.ndim != 4 or x.shape[-1] != 3:
-        raise ValueError(f'expected (B, H, W, 3) images, got shape {x.shape}')
-    if flip:
-        x = x[:, :, ::-1, :]
-    x = x.transpose(0, 3, 1, 2).astype(np.float32)
-    return np.ascontiguousarray((x / 255.0 - 0.5) / 0.5, dtype=np.float32)
+    """Encoded bytes -> (image_size, image_size, 3) uint8 RGB: ``facekit.datasets.preprocess.decode_image``
+    with this module's historical argument order ``(buf, index, source)`` kept for callers."""
+    return _decode_image(buf, source=source, index=index, image_size=image_size)
 
 
 def batch_plan(n, batch_size):

@@ -32,7 +32,7 @@ def test_insightface_layout(tmp_path):
         img, label = ds[i]
         assert label == l and img.dtype == np.uint8 and img.shape == (8, 8, 3)
         assert img[0, 0].tolist() == [10 * i, 0, 255 - 10 * i]   # RGB order kept
-    assert [ix.tolist() for ix in ds.indices_by_class()] == [[0, 1], [2], [3, 4, 5]]
+    assert {c: ix.tolist() for c, ix in ds.indices_by_class().items()} == {0: [0, 1], 1: [2], 2: [3, 4, 5]}
     assert ds.labels.tolist() == labels
 
 
@@ -61,7 +61,7 @@ def test_plain_im2rec(tmp_path):
     ds = MXFaceDataset(tmp_path)
     assert ds.layout == 'im2rec' and len(ds) == 4 and ds.num_classes == 3
     assert ds[3][1] == 0 and ds[3][0][0, 0].tolist() == [120, 120, 120]
-    assert [ix.tolist() for ix in ds.indices_by_class()] == [[1, 3], [2], [0]]
+    assert {c: ix.tolist() for c, ix in ds.indices_by_class().items()} == {0: [1, 3], 1: [2], 2: [0]}
 
 
 def test_missing_files_named(tmp_path):

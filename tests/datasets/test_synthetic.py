@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from facekit.datasets import SyntheticIdentities, make_verification_bin, raw_pixel_floor
+from facekit.datasets import SyntheticIdentities, make_verification_bin
+from facekit.evaluation.floor import raw_pixel_floor
 from facekit.datasets.synthetic import render_identity_image
 from facekit.registry import DATASETS
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from facekit.datasets import SyntheticIdentities, UnsafeFileError, load_bin, make_verification_bin, save_bin
-from facekit.datasets.verification_bin import raw_pixel_floor, safe_loads
+from facekit.datasets.verification_bin import safe_loads
+from facekit.evaluation.floor import raw_pixel_floor
 
 
 class _Evil:

@@ -43,6 +43,7 @@ def convert(root, output, image_size=112, reencode=False, quality=95, strict=Fal
     from tqdm import tqdm
     from facekit.datasets import ImageFolderDataset
     from facekit.datasets.mx_face import write_mx_face_dataset
+    from facekit.datasets.preprocess import decode_image
 
     folder = ImageFolderDataset(root, on_error='raise')
     stats = dict(kept=0, encoded=0, skipped=[])
@@ -50,22 +51,25 @@ def convert(root, output, image_size=112, reencode=False, quality=95, strict=Fal
 
     def samples():
         last_old = None
-        for path, old_label in tqdm(folder.samples, desc='folder2rec', unit='img', disable=not progress):
+        for i, (path, old_label) in enumerate(tqdm(folder.samples, desc='folder2rec', unit='img',
+                                                   disable=not progress)):
             data = np.fromfile(path, dtype=np.uint8)
-            bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-            if bgr is None:
+            try:
+                rgb = decode_image(data, source=path, index=i)
+            except ValueError as e:
                 if strict:
-                    raise ValueError(f'cannot read image {path}')
+                    raise ValueError(f'cannot read image {path}: {e}') from e
                 warnings.warn(f'folder2rec: skipping unreadable image {path}', RuntimeWarning)
                 stats['skipped'].append(path)
                 continue
             raw = data.tobytes()
-            if not reencode and raw.startswith(JPEG_MAGIC) and bgr.shape[:2] == (image_size, image_size):
+            if not reencode and raw.startswith(JPEG_MAGIC) and rgb.shape[:2] == (image_size, image_size):
                 buf = raw
                 stats['kept'] += 1
             else:
-                if bgr.shape[:2] != (image_size, image_size):
-                    bgr = cv2.resize(bgr, (image_size, image_size), interpolation=cv2.INTER_AREA)
+                if rgb.shape[:2] != (image_size, image_size):
+                    rgb = cv2.resize(rgb, (image_size, image_size), interpolation=cv2.INTER_AREA)
+                bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)  # imencode takes BGR
                 buf = cv2.imencode('.jpg', bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes()
                 stats['encoded'] += 1
             if old_label != last_old:

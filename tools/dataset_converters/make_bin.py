@@ -44,7 +44,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     from facekit.datasets import ImageFolderDataset, MXFaceDataset, SyntheticIdentities, make_verification_bin
-    from facekit.datasets.verification_bin import raw_pixel_floor
+    from facekit.evaluation.floor import raw_pixel_floor
 
     if args.floor:
         pairs = args.floor
