@@ -13,4 +13,4 @@ from . import registry  # noqa: E402,F401
 from .config import Config  # noqa: E402,F401
 from .registry import (BACKBONES, DATASETS, EVALUATORS, HEADS, HOOKS, LOSSES,  # noqa: E402,F401
                        LR_SCHEDULES, MODELS, OPTIMIZERS, TRANSFORMS, Registry, build_from_cfg)
-from . import models, datasets, evaluation  # noqa: E402,F401  (fill the registries)
+from . import models, datasets, evaluation, engine  # noqa: E402,F401  (fill every registry)

@@ -180,3 +180,28 @@ def test_bad_arguments_are_named():
         tiny_vit(num_heads=3)
     assert math.isclose(count_parameters(build_shell('vit_t', embedding_size=256)),
                         count_parameters(build_shell('vit_t')) - 256 * 256 - 2 * 256)
+
+
+def test_config_backbone_names_are_explicit_registered_constructors():
+    # every backbone a base model config names is a `def <name>(**kwargs)` that grep finds in the model file
+    import glob
+    import inspect
+    import os
+    import re
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    names = set()
+    for path in glob.glob(os.path.join(root, 'configs', '_base_', 'models', '*.py')):
+        names |= set(re.findall(r"backbone=dict\(type='(\w+)'", open(path).read()))
+    assert {'iresnet18', 'iresnet34', 'iresnet50', 'iresnet100', 'iresnet200', 'mobilefacenet',
+            'mobilefacenet_large', 'vit_t', 'vit_s', 'vit_b', 'vit_l'} == names
+    for name in names:
+        fn = BACKBONES.get(name)
+        assert inspect.isfunction(fn) and fn.__name__ == name
+        assert f'def {name}(**kwargs):' in open(inspect.getsourcefile(fn)).read()
+
+
+def test_variant_keyword_arguments_override_the_size_defaults():
+    small = build_shell('mobilefacenet', blocks=(1, 1, 1, 1), scale=1)
+    assert count_parameters(small) < count_parameters(build_shell('mobilefacenet'))
+    vit = build_shell('vit_t', depth=2, mask_ratio=0.0)
+    assert (vit.depth, vit.mask_ratio, vit.embed_dim) == (2, 0.0, 256)

@@ -114,17 +114,33 @@ class IResNet(nn.Cell):
         return self.features(self.fc(x))
 
 
-def _variant(name, layers, doc):
-    def build(embedding_size=512, **kwargs):
-        return IResNet(layers=layers, embedding_size=embedding_size, **kwargs)
-    build.__name__ = name
-    build.__qualname__ = name
-    build.__doc__ = f'IResNet-{doc}: stages {layers}. Keyword arguments go to ``IResNet``.'
-    return BACKBONES.register_module(name=name)(build)
+# Registered variants: the stage depths of each size; other keyword arguments go to ``IResNet``.
+
+@BACKBONES.register_module()
+def iresnet18(**kwargs):
+    """IResNet-18: stages (2, 2, 2, 2), ~24.0M parameters."""
+    return IResNet(layers=(2, 2, 2, 2), **kwargs)
 
 
-iresnet18 = _variant('iresnet18', (2, 2, 2, 2), '18')
-iresnet34 = _variant('iresnet34', (3, 4, 6, 3), '34')
-iresnet50 = _variant('iresnet50', (3, 4, 14, 3), '50')
-iresnet100 = _variant('iresnet100', (3, 13, 30, 3), '100')
-iresnet200 = _variant('iresnet200', (6, 26, 60, 6), '200')
+@BACKBONES.register_module()
+def iresnet34(**kwargs):
+    """IResNet-34: stages (3, 4, 6, 3), ~34.1M parameters."""
+    return IResNet(layers=(3, 4, 6, 3), **kwargs)
+
+
+@BACKBONES.register_module()
+def iresnet50(**kwargs):
+    """IResNet-50: stages (3, 4, 14, 3), ~43.6M parameters."""
+    return IResNet(layers=(3, 4, 14, 3), **kwargs)
+
+
+@BACKBONES.register_module()
+def iresnet100(**kwargs):
+    """IResNet-100: stages (3, 13, 30, 3), ~65.2M parameters."""
+    return IResNet(layers=(3, 13, 30, 3), **kwargs)
+
+
+@BACKBONES.register_module()
+def iresnet200(**kwargs):
+    """IResNet-200: stages (6, 26, 60, 6), ~118.8M parameters."""
+    return IResNet(layers=(6, 26, 60, 6), **kwargs)

@@ -115,13 +115,16 @@ class MobileFaceNet(nn.Cell):
         return self.features(self.linear(x))
 
 
-@BACKBONES.register_module(name='mobilefacenet')
-def mobilefacenet(embedding_size=512, blocks=(1, 4, 6, 2), scale=2):
+# Registered variants: the block counts and width of each size; keyword arguments override them
+# (configs shrink the model with blocks=/scale=) and reach ``MobileFaceNet``.
+
+@BACKBONES.register_module()
+def mobilefacenet(**kwargs):
     """MobileFaceNet-0.45G (arcface_torch "mbf"): blocks (1, 4, 6, 2), scale 2, ~2.06M parameters."""
-    return MobileFaceNet(embedding_size=embedding_size, blocks=blocks, scale=scale)
+    return MobileFaceNet(**{'blocks': (1, 4, 6, 2), 'scale': 2, **kwargs})
 
 
-@BACKBONES.register_module(name='mobilefacenet_large')
-def mobilefacenet_large(embedding_size=512, blocks=(2, 8, 12, 4), scale=4):
+@BACKBONES.register_module()
+def mobilefacenet_large(**kwargs):
     """MobileFaceNet-large (arcface_torch "mbf_large"): blocks (2, 8, 12, 4), scale 4."""
-    return MobileFaceNet(embedding_size=embedding_size, blocks=blocks, scale=scale)
+    return MobileFaceNet(**{'blocks': (2, 8, 12, 4), 'scale': 4, **kwargs})

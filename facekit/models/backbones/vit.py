@@ -213,20 +213,32 @@ class VisionTransformer(nn.Cell):
         return ops.gather(ops.concat((kept, mask_tokens), 1), ids_restore, 1, batch_dims=1)
 
 
-def _variant(name, embed_dim, depth, recompute):
-    def build(embedding_size=512, drop_path_rate=0.1, mask_ratio=0.1, use_recompute=recompute, **kwargs):
-        return VisionTransformer(embedding_size=embedding_size, embed_dim=embed_dim, depth=depth, num_heads=8,
-                                 patch_size=9, drop_path_rate=drop_path_rate, mask_ratio=mask_ratio,
-                                 use_recompute=use_recompute, **kwargs)
-    build.__name__ = name
-    build.__qualname__ = name
-    build.__doc__ = (f'{name}: width {embed_dim}, depth {depth}, 8 heads, patch 9; reference training options '
-                     f'drop_path_rate=0.1, mask_ratio=0.1, use_recompute={recompute}. Other keyword arguments '
-                     f'go to ``VisionTransformer``.')
-    return BACKBONES.register_module(name=name)(build)
+def _vit(size, kwargs):
+    # The reference sizes share 8 heads, patch 9 and the training options drop_path_rate=0.1,
+    # mask_ratio=0.1; the caller's keyword arguments override any of them.
+    return VisionTransformer(**{'num_heads': 8, 'patch_size': 9, 'drop_path_rate': 0.1, 'mask_ratio': 0.1,
+                                **size, **kwargs})
 
 
-vit_t = _variant('vit_t', 256, 12, False)
-vit_s = _variant('vit_s', 512, 12, False)
-vit_b = _variant('vit_b', 512, 24, True)
-vit_l = _variant('vit_l', 768, 24, True)
+@BACKBONES.register_module()
+def vit_t(**kwargs):
+    """ViT-T: width 256, depth 12, ~19.1M parameters."""
+    return _vit(dict(embed_dim=256, depth=12, use_recompute=False), kwargs)
+
+
+@BACKBONES.register_module()
+def vit_s(**kwargs):
+    """ViT-S: width 512, depth 12, ~76.0M parameters."""
+    return _vit(dict(embed_dim=512, depth=12, use_recompute=False), kwargs)
+
+
+@BACKBONES.register_module()
+def vit_b(**kwargs):
+    """ViT-B: width 512, depth 24, ~113.8M parameters, recompute on."""
+    return _vit(dict(embed_dim=512, depth=24, use_recompute=True), kwargs)
+
+
+@BACKBONES.register_module()
+def vit_l(**kwargs):
+    """ViT-L: width 768, depth 24, ~255.7M parameters, recompute on."""
+    return _vit(dict(embed_dim=768, depth=24, use_recompute=True), kwargs)
