@@ -138,11 +138,11 @@ class DistInfo:
     def from_mindspore(cls):
         """The rank and size of MindSpore's initialized world group; AllReduce over it.
 
-        Call after ``mindspore.communication.init()`` in every rank (msrun workers).
+        Call after ``engine.dist.init_dist()`` in every rank (msrun workers); the rank comes from ``utils.dist``.
         """
         import mindspore as ms
         from mindspore import nn, ops
-        from mindspore.communication import get_group_size, get_rank
+        from ..utils.dist import get_rank, get_world_size
 
         class _AllReduce(nn.Cell):
             def __init__(self):
@@ -156,7 +156,7 @@ class DistInfo:
 
         def all_reduce_sum(x):
             return reducer(ms.Tensor(np.ascontiguousarray(x, dtype=np.float32))).asnumpy()
-        return cls(get_rank(), get_group_size(), all_reduce_sum)
+        return cls(get_rank(), get_world_size(), all_reduce_sum)
 
     def __repr__(self):
         return f'DistInfo(rank={self.rank}, world_size={self.world_size})'

@@ -8,20 +8,12 @@ import sys
 import numpy as np
 import pytest
 
+from doc_examples import customize_blocks
 from facekit.config import Config, import_custom_modules
 from facekit.datasets import BaseFaceDataset, as_face_dataset, build_dataloader, make_verification_bin
 from facekit.datasets.builder import DEFAULT_TRAIN_PIPELINE
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-
-
-def _doc_blocks():
-    """The ```python blocks of docs/customize.md's "A dataset" section."""
-    with open(osp.join(ROOT, 'docs', 'customize.md'), encoding='utf-8') as f:
-        text = f.read()
-    section = text[text.index('## A dataset'):]
-    section = section[:section.index('\n## ', 1)]
-    return re.findall(r'```python\n(.*?)```', section, re.S)
 
 
 def _grey_value(label):
@@ -32,7 +24,7 @@ def _grey_value(label):
 @pytest.fixture(scope='module')
 def doc_dataset_cfg(tmp_path_factory):
     """The doc's plugin module and config written to files, loaded through Config as a user would."""
-    module, config, _ = _doc_blocks()
+    module, config, _ = customize_blocks('A dataset')
     tmp = tmp_path_factory.mktemp('doc_dataset')
     (tmp / 'my_plugins').mkdir()
     (tmp / 'my_plugins' / '__init__.py').write_text('')
@@ -101,7 +93,7 @@ def test_adapter_rejects_a_non_raw_image_by_name():
 
 def _doc_base_class():
     namespace = {}
-    exec(compile(_doc_blocks()[2], 'docs/customize.md', 'exec'), namespace)
+    exec(compile(customize_blocks('A dataset')[2], 'docs/customize.md', 'exec'), namespace)
     return namespace['GreyFacesByLabel']
 
 

@@ -9,18 +9,11 @@ import pytest
 from mindspore import Tensor
 
 import facekit  # noqa: F401
+from doc_examples import customize_blocks
 from facekit.registry import BACKBONES, HEADS, LOSSES, MODELS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 REGISTRIES = {'LOSSES': LOSSES, 'BACKBONES': BACKBONES, 'HEADS': HEADS}
-
-
-def section_blocks(title):
-    """The ```python blocks of the '## <title>' section of docs/customize.md."""
-    with open(os.path.join(ROOT, 'docs', 'customize.md'), encoding='utf-8') as f:
-        text = f.read()
-    sections = {m.group(1): m.group(2) for m in re.finditer(r'^## (.+?)\n(.*?)(?=^## |\Z)', text, re.S | re.M)}
-    return re.findall(r'```python\n(.*?)```', sections[title], re.S)
 
 
 def run_example(code, name):
@@ -49,7 +42,7 @@ def np_ce(z, y):
 
 
 def test_loss_example_matches_its_formula(cleanup):
-    code, config = section_blocks('A loss')
+    code, config = customize_blocks('A loss')
     assert code.startswith('# my_plugins/linear_cosface.py')
     _, names = run_example(code, 'my_plugins.linear_cosface')
     cleanup.extend(names)
@@ -75,7 +68,7 @@ def test_loss_example_matches_its_formula(cleanup):
 
 
 def test_backbone_example_and_its_variant_give_embeddings(cleanup):
-    (code,) = section_blocks('A backbone')
+    (code,) = customize_blocks('A backbone')
     _, names = run_example(code, 'my_plugins.tinynet')
     cleanup.extend(names)
     assert names == ['TinyNet', 'tinynet_wide']
@@ -89,7 +82,7 @@ def test_backbone_example_and_its_variant_give_embeddings(cleanup):
 
 
 def test_head_example_gives_cosine_logits_and_trains_in_a_model(cleanup):
-    (code,) = section_blocks('A head')
+    (code,) = customize_blocks('A head')
     _, names = run_example(code, 'my_plugins.cosine_head')
     cleanup.extend(names)
     assert names == ['MyCosineHead']

@@ -66,5 +66,9 @@ class BaseHead(nn.Cell):
         return 0, self.num_classes
 
     def sharded_param_names(self):
-        """Names, relative to the head, of the per-class parameters split over ranks (rows = ``shard_slice()``)."""
+        """Names, relative to the head, of per-class parameters whose rows are split over ranks when sharded.
+
+        Checkpoints re-assemble them from every rank's file and cut ``shard_slice()`` rows on load, so a
+        run can resume on another number of ranks.
+        """
         return ()
