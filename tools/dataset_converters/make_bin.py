@@ -14,12 +14,7 @@ Synthetic knobs are passed as ``--knob name=value`` (Python literals), e.g. ``--
 """
 import argparse
 import ast
-import os.path as osp
 import sys
-
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
 
 def parse_args(argv=None):

@@ -17,10 +17,6 @@ import shutil
 import sys
 import time
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
 JPEG_MAGIC = b'\xff\xd8\xff'
 
 

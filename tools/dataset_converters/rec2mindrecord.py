@@ -8,13 +8,8 @@ Train from it with ``dataset=dict(type='MindRecordFaceDataset', path=..., pipeli
 Why bother: docs/benchmarks.md "Data loading" measures it against the .rec pipeline.
 """
 import argparse
-import os.path as osp
 import sys
 import time
-
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
 
 def parse_args(argv=None):
