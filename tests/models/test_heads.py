@@ -171,7 +171,11 @@ def test_unsharded_heads_keep_the_base_defaults(cfg):
     assert isinstance(head, BaseHead)
     assert (head.embedding_size, head.num_classes) == (4, 5)
     assert head.is_sharded is False
-    assert head.shard_slice() == (0, 5) and tuple(head.sharded_param_names()) == ()
+    assert head.shard_slice() == (0, 5)
+    # PartialFC names its centre weight even on one rank: a checkpoint written by several ranks
+    # re-assembles into it when the run resumes on one
+    per_class = ('weight',) if cfg['type'] == 'PartialFCHead' else ()
+    assert tuple(head.sharded_param_names()) == per_class
     ce = head.cross_entropy_cell()
     assert isinstance(ce, SoftmaxCrossEntropy) and not ce.distributed
     x = Tensor(np.arange(6, dtype=np.float32).reshape(3, 2))
