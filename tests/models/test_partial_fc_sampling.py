@@ -92,15 +92,15 @@ def test_loss_is_the_softmax_over_exactly_the_kept_classes():
 
 
 def test_sampling_statistics_over_many_steps():
-    """Positives always kept; each negative kept at rate n_neg/36; the kept set changes between steps.
+    """Positives always kept; each negative kept at rate 6/36; the kept set changes between steps.
 
     40 classes, rate 0.25 -> 10 kept; 4 positives -> 6 of the 36 negatives per step, so each
-    negative's count over N = 300 steps is Binomial(300, 1/6): mean 50, sd 6.45. The bound
-    |count - 50| <= 5 sd = 32 fails for a uniform sampler with probability < 36 * 6e-7 (two-sided
+    negative's count over N = 200 steps is Binomial(200, 1/6): mean 33.3, sd 5.27. The bound
+    |count - mean| <= 5 sd (26.4) fails for a uniform sampler with probability < 36 * 6e-7 (two-sided
     normal tail at 5 sd per class, union over classes). Sampling 'the first 6 negatives' gives
-    counts 300 and 0. Two consecutive uniform draws are identical with probability 1/C(36,6) ~ 5e-7.
+    counts 200 and 0. Two consecutive uniform draws are identical with probability 1/C(36,6) ~ 5e-7.
     """
-    C, E, N = 40, 8, 300
+    C, E, N = 40, 8, 200
     rng = np.random.RandomState(1)
     weight = rng.randn(C, E).astype(np.float32)
     emb = rng.randn(4, E).astype(np.float32)
