@@ -330,6 +330,9 @@ def map_layers(backbone, layers, input_affine=(1.0, 0.0), input_size=112):
             set_bn(name, cell, arr['scale'], arr['bias'], arr['mean'], var)
         elif kind == 'prelu':
             slope = t.arrays['slope']
+            if slope.shape[0] == 1:
+                # One shared slope (torch nn.PReLU() without num_parameters): ONNX broadcasts it.
+                slope = np.full(cell.w.shape[0], slope[0], np.float32)
             if slope.shape[0] != cell.w.shape[0]:
                 fail(f'{name}: {cell.w.shape[0]} slopes vs ONNX {slope.shape[0]}')
             out[f'{name}.w'] = slope

@@ -146,24 +146,36 @@ class RecordIOReader:
         while True:
             head = self._file.pread(8, pos)
             if len(head) < 8:
+                if not first:
+                    raise RecordIOError(f'{where}: split record starting at byte offset {offset} has no last '
+                                        f'part (continue flag 3): the file ends at byte offset {pos}')
                 raise RecordIOError(f'{where}: truncated record header at byte offset {pos} '
                                     f'(file has {self.size} bytes)')
             magic, lrec = struct.unpack('<II', head)
             if magic != MAGIC:
+                chain = '' if first else f' (inside the split record starting at byte offset {offset})'
                 raise RecordIOError(f'{where}: bad magic 0x{magic:08x} at byte offset {pos} '
-                                    f'(expected 0x{MAGIC:08x})')
+                                    f'(expected 0x{MAGIC:08x}){chain}')
             cflag, length = lrec >> 29, lrec & _LEN_MASK
+            if cflag > 3:
+                raise RecordIOError(f'{where}: record part at byte offset {pos} has continue flag {cflag} '
+                                    '(valid: 0 whole, 1 first, 2 middle, 3 last)')
+            if first and cflag not in (0, 1):
+                raise RecordIOError(f'{where}: record at byte offset {pos} starts with continue flag '
+                                    f'{cflag} (expected 0 or 1)')
+            if not first and cflag not in (2, 3):
+                raise RecordIOError(f'{where}: split record part at byte offset {pos} has continue '
+                                    f'flag {cflag} (expected 2 or 3; the record starts at byte offset {offset})')
+            # The writer only splits at 4-aligned magics, so a first or middle part is a whole
+            # number of words; any other length would put the restored magic at the wrong place.
+            if cflag in (1, 2) and length % 4:
+                raise RecordIOError(f'{where}: split record part at byte offset {pos} (continue flag {cflag}) '
+                                    f'has length {length}, not a multiple of 4')
             data = self._file.pread(length, pos + 8) if length else b''
             if len(data) < length:
                 raise RecordIOError(f'{where}: truncated record at byte offset {pos}: part declares '
                                     f'{length} bytes, file ends after {len(data)}')
-            if first and cflag not in (0, 1):
-                raise RecordIOError(f'{where}: record at byte offset {pos} starts with continue flag '
-                                    f'{cflag} (expected 0 or 1)')
             if not first:
-                if cflag not in (2, 3):
-                    raise RecordIOError(f'{where}: split record part at byte offset {pos} has continue '
-                                        f'flag {cflag} (expected 2 or 3)')
                 chunks.append(_MAGIC_BYTES)
             chunks.append(data)
             pos += 8 + length + _pad4(length)

@@ -17,6 +17,8 @@ from facekit.registry import LOSSES
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from dist_partial_fc_worker import B, E, C, HeadAndLoss, problem  # noqa: E402
+sys.path.insert(0, os.path.dirname(HERE))
+from required import msrun_path  # noqa: E402
 
 
 def free_port():
@@ -27,9 +29,7 @@ def free_port():
 
 @pytest.mark.slow
 def test_two_rank_partial_fc_matches_single_rank(tmp_path):
-    msrun = os.path.join(os.path.dirname(sys.executable), 'msrun')
-    if not os.path.exists(msrun):
-        pytest.skip(f'msrun not found next to {sys.executable}')
+    msrun = msrun_path()
     env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get('PATH', ''),
                PYTHONPATH=os.path.dirname(os.path.dirname(HERE)) + os.pathsep + os.environ.get('PYTHONPATH', ''))
     cmd = [msrun, '--worker_num=2', '--local_worker_num=2', f'--master_port={free_port()}', '--join=True',
