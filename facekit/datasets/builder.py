@@ -314,7 +314,7 @@ class FaceDataLoader:
             self._iter = None
 
 
-def build_dataloader(cfg, rank=0, world_size=1, seed=None, image_size=IMAGE_SIZE):
+def build_dataloader(cfg, rank=0, world_size=1, seed=None, image_size=None):
     """Batched MindSpore pipeline for training.
 
     Args:
@@ -331,12 +331,13 @@ def build_dataloader(cfg, rank=0, world_size=1, seed=None, image_size=IMAGE_SIZE
             built and applied by ``as_face_dataset``; a built BaseFaceDataset keeps its own
             pipeline, a built minimal-protocol dataset gets ``DEFAULT_TRAIN_PIPELINE``. Every
             raw image first passes an image-shape check: a square image of another size is
-            resized to ``image_size`` (one warning; unless the pipeline has its own Resize), a
+            resized to the configured side (one warning; unless the pipeline has its own Resize), a
             non-square or non-RGB one raises ``ImageShapeError`` naming the sample and file.
         rank, world_size: this process's shard.
         seed: shuffle seed used when ``cfg`` has no ``seed`` (the runner passes
             ``runtime.seed``); both absent means 0.
-        image_size: side the image-shape check resizes square images to (the model's input).
+        image_size: side the image-shape check resizes square images to (the model's input);
+            None: the dataset's ``image_size`` attribute if it has one, else 112.
     Returns:
         :class:`FaceDataLoader`; ``len()`` is the number of batches per epoch, each batch
         ``img`` (B, 3, H, W) float32 and ``label`` (B,) int32 NumPy arrays.
@@ -370,6 +371,8 @@ def build_dataloader(cfg, rank=0, world_size=1, seed=None, image_size=IMAGE_SIZE
         if native.get_dataset_size() == 0:
             raise ValueError(f'build_dataloader: rank {rank} has fewer samples than one batch of {batch_size}')
         return FaceDataLoader(native, dataset, None, batch_size)
+    if image_size is None:
+        image_size = getattr(dataset, 'image_size', None) or IMAGE_SIZE
     _guard_image_shapes(dataset, image_size)
     sampler = ShardedShuffleSampler(len(dataset), shuffle=cfg.get('shuffle', True),
                                     seed=shuffle_seed, rank=rank, world_size=world_size)
