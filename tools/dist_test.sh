@@ -38,12 +38,19 @@ if [ "$NPROC" -eq 1 ]; then
     exec python "$ROOT/tools/test.py" "$CONFIG" "$CHECKPOINT" "$@"
 fi
 
+# a dead worker is given up after MS_NODE_TIMEOUT s without a heartbeat (MindSpore's default 30)
+export MS_NODE_TIMEOUT="${MS_NODE_TIMEOUT:-10}"
+mkdir -p "$LOG_DIR"
+MARKER=$(mktemp "$LOG_DIR/.started.XXXXXX")
+trap 'rm -f "$MARKER"' EXIT
 status=0
 msrun --worker_num="$NPROC" --local_worker_num="$NPROC" --master_port="$PORT" --join=True \
     --log_dir="$LOG_DIR" "$ROOT/tools/test.py" "$CONFIG" "$CHECKPOINT" "$@" >/dev/null 2>&1 || status=$?
 # rank 0 holds the report; MindSpore's own WARNING/INFO lines are left in the log file
 grep -v -E '^\[(WARNING|INFO|DEBUG)\]' "$LOG_DIR/worker_0.log" || true
 if [ "$status" -ne 0 ]; then
+    . "$ROOT/tools/msrun_failures.sh"
+    report_failed_ranks "$LOG_DIR" "$MARKER"
     echo "msrun exited with status $status; worker logs: $LOG_DIR/worker_*.log" >&2
 fi
 exit "$status"

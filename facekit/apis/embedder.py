@@ -7,6 +7,7 @@
 import numpy as np
 
 from ..datasets.preprocess import normalize
+from ..evaluation.embedding import check_finite_embeddings
 from ..evaluation.verification import l2_normalize  # noqa: F401  (one home; re-exported by facekit.apis)
 from .alignment import align_face
 from .images import collect_images, normalize_batch
@@ -57,6 +58,9 @@ class FaceEmbedder:
         return (f"FaceEmbedder(backbone={self.backbone_cfg['type']!r}, checkpoint={self.checkpoint!r}, "
                 f'device={self.device_target}, batch_size={self.batch_size}, flip={self.flip})')
 
+    def _what(self):
+        return f"FaceEmbedder({self.backbone_cfg['type']}, checkpoint {self.checkpoint or 'none: random weights'})"
+
     def forward(self, batch):
         """Raw embeddings of a normalized batch.
 
@@ -64,7 +68,12 @@ class FaceEmbedder:
             batch: (N, 3, 112, 112) float32, ``(x / 255 - 0.5) / 0.5`` RGB.
         Returns:
             (N, E) float32, not normalized.
+        Raises:
+            NonFiniteEmbeddingError: an embedding holds NaN/inf (a broken model), naming the rows.
         """
+        return check_finite_embeddings(self._forward(batch), self._what())
+
+    def _forward(self, batch):
         import mindspore as ms
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         if batch.ndim != 4 or batch.shape[1] != 3:
@@ -79,13 +88,16 @@ class FaceEmbedder:
 
     def prepare(self, images, color='rgb', landmarks=None):
         """Turn inputs into the model batch: see ``embed``. Returns (N, 3, 112, 112) float32."""
-        _, arrays = collect_images(images, color=color)
+        return self._prepare(images, color, landmarks)[1]
+
+    def _prepare(self, images, color='rgb', landmarks=None):
+        names, arrays = collect_images(images, color=color)
         if landmarks is not None:
             landmarks = np.asarray(landmarks, dtype=np.float64).reshape(-1, 5, 2)
             if len(landmarks) != len(arrays):
                 raise ValueError(f'got {len(landmarks)} landmark sets for {len(arrays)} images')
             arrays = [align_face(img, lm, self.image_size) for img, lm in zip(arrays, landmarks)]
-        return normalize_batch(arrays, self.image_size)
+        return names, normalize_batch(arrays, self.image_size)
 
     def embed(self, images, color='rgb', flip=None, return_norms=False, landmarks=None):
         """Embed faces.
@@ -104,16 +116,20 @@ class FaceEmbedder:
         Returns:
             (N, E) float32 L2-normalized embeddings, and (N,) float32 norms if ``return_norms``.
         """
-        batch = self.prepare(images, color=color, landmarks=landmarks)
-        return self.embed_batch(batch, flip=flip, return_norms=return_norms)
+        names, batch = self._prepare(images, color=color, landmarks=landmarks)
+        return self._embed_batch(batch, flip, return_norms, names)
 
     def embed_batch(self, batch, flip=None, return_norms=False):
         """``embed`` for an already normalized (N, 3, 112, 112) float32 batch."""
+        return self._embed_batch(batch, flip, return_norms, None)
+
+    def _embed_batch(self, batch, flip, return_norms, names):
         flip = self.flip if flip is None else bool(flip)
-        raw = self.forward(batch)
+        raw = check_finite_embeddings(self._forward(batch), self._what(), names)
         norms = np.sqrt(np.sum(raw * raw, axis=1)).astype(np.float32)
         if flip:
-            raw = raw + self.forward(np.ascontiguousarray(batch[:, :, :, ::-1]))
+            mirrored = self._forward(np.ascontiguousarray(batch[:, :, :, ::-1]))
+            raw = raw + check_finite_embeddings(mirrored, f'{self._what()} (mirrored images)', names)
         emb = l2_normalize(raw)
         return (emb, norms) if return_norms else emb
 

@@ -12,6 +12,8 @@ from ..datasets.preprocess import decode_image, to_model_input
 from .alignment import align_face
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff', '.ppm', '.pgm')
+# Smaller inputs hold no face: a 1x1 or 8x8 image resized to 112x112 embeds a flat colour.
+MIN_IMAGE_SIDE = 16
 _COLOR_ORDERS = ('rgb', 'bgr')
 
 
@@ -71,11 +73,22 @@ def collect_images(inputs, color='rgb'):
         color: 'rgb' or 'bgr': the channel order of *array* inputs (OpenCV's ``imread`` gives 'bgr').
     Returns:
         (names, images): names are file paths or ``'array[i]'``; images HWC uint8 RGB.
+    Raises:
+        ValueError: an image with a side under ``MIN_IMAGE_SIDE`` pixels, naming it and its size.
     """
     color = _check_color(color)
     names, images = [], []
 
     def add(item, label):
+        start = len(images)
+        add_any(item, label)
+        for name, img in zip(names[start:], images[start:]):
+            if min(img.shape[:2]) < MIN_IMAGE_SIDE:
+                raise ValueError(f'{name}: image is {img.shape[1]}x{img.shape[0]} pixels, too small to hold a '
+                                 f'face (at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE}; facekit models take '
+                                 'aligned 112x112 crops)')
+
+    def add_any(item, label):
         if isinstance(item, (str, os.PathLike)):
             path = os.fspath(item)
             if osp.isdir(path):

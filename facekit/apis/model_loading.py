@@ -82,7 +82,21 @@ def load_backbone_weights(backbone, checkpoint):
     if unexpected:
         warnings.warn(f'checkpoint {where}: {len(unexpected)} entries are not backbone parameters and were '
                       f"ignored: {', '.join(unexpected[:10])}", stacklevel=2)
+    _check_finite_backbone(backbone, where, prefix)
     return prefix
+
+
+def _check_finite_backbone(backbone, where, prefix):
+    """Refuse a backbone whose loaded parameters hold NaN/inf: every embedding would be NaN."""
+    from ..utils.checkpoint import NonFiniteCheckpointError, nonfinite_entries
+    bad = nonfinite_entries(backbone.parameters_and_names())
+    if bad:
+        first = ', '.join(f'{prefix}{name} ({n_nan} NaN, {n_inf} inf)' for name, n_nan, n_inf in bad[:5])
+        raise NonFiniteCheckpointError(
+            f"checkpoint {where} holds non-finite values in {len(bad)} backbone parameter"
+            f"{'s' if len(bad) > 1 else ''}: {first}{' ...' if len(bad) > 5 else ''}; a diverged run "
+            '(overflowing loss, BatchNorm statistics updated on skipped steps) writes such checkpoints: '
+            'use an earlier one')
 
 
 def build_backbone(config, checkpoint=None):

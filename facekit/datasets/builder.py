@@ -15,11 +15,13 @@ the dataset is built and applied through :func:`as_face_dataset`, so a dataset c
 accept a ``pipeline`` argument at all (docs/customize.md, "A dataset").
 """
 import copy
+import warnings
 
 import numpy as np
 
 from ..registry import DATASETS, build_from_cfg
 from .base import BaseFaceDataset, check_raw_image
+from .preprocess import IMAGE_SIZE
 from .transforms import Compose
 
 __all__ = ['build_dataset', 'build_dataloader', 'as_face_dataset', 'FaceDataLoader', 'ShardedShuffleSampler',
@@ -155,6 +157,68 @@ def split_native_tail(dataset):
     return head, [t.native() for t in transforms[k:]]
 
 
+class ImageShapeError(ValueError):
+    """A training image the loader cannot batch with the others (not square, not 3 channels)."""
+
+
+class _ImageShapeGuard:
+    """First step of a training pipeline: every raw image leaves it (size, size, 3).
+
+    A square image of another side is resized (a training set of aligned faces at 128 or 96 px),
+    with one warning; a non-square or non-3-channel image is refused: it is not an aligned face,
+    and batching it would fail later with MindSpore's "Cannot batch tensors with different
+    shapes", naming no sample. With ``size=None`` (the pipeline has its own Resize) only the
+    channels are checked. ``_Source`` adds the sample index and file to the error.
+    """
+
+    def __init__(self, size):
+        self.size = size
+        self._warned = False
+
+    def __call__(self, img):
+        if not isinstance(img, np.ndarray):
+            return img  # still encoded: a DecodeImage later in the pipeline decides
+        if img.ndim != 3 or img.shape[2] != 3:
+            raise ImageShapeError(f'image of shape {img.shape} is not (H, W, 3) RGB')
+        h, w = img.shape[:2]
+        if self.size is None or (h, w) == (self.size, self.size):
+            return img
+        if h != w:
+            raise ImageShapeError(f'image is {w}x{h}, not square: training images must be aligned square face '
+                                  f'crops ({self.size}x{self.size}); align it or add a Resize to the pipeline')
+        if not self._warned:
+            self._warned = True
+            warnings.warn(f'training images are {w}x{h}: resizing them to {self.size}x{self.size} (warned once)',
+                          RuntimeWarning)
+        import cv2
+        interp = cv2.INTER_AREA if h > self.size else cv2.INTER_LINEAR
+        return cv2.resize(img, (self.size, self.size), interpolation=interp)
+
+    def __repr__(self):
+        return f'ImageShapeGuard(size={self.size})'
+
+
+def _guard_image_shapes(dataset, image_size):
+    """Put an ``_ImageShapeGuard`` at the head of ``dataset``'s pipeline (after a DecodeImage), once."""
+    transforms = list(dataset.pipeline.transforms)
+    if any(isinstance(t, _ImageShapeGuard) for t in transforms):
+        return
+    names = [type(t).__name__ for t in transforms]
+    at = max((i + 1 for i, n in enumerate(names) if n == 'DecodeImage'), default=0)
+    size = None if 'Resize' in names else int(image_size)
+    dataset.pipeline = Compose(transforms[:at] + [_ImageShapeGuard(size)] + transforms[at:])
+
+
+def _describe_sample(dataset, idx):
+    """``'ImageFolderDataset[7] (/data/a/0001.jpg)'``: the index, and the file when the dataset has one."""
+    where = f'{type(dataset).__name__}[{idx}]'
+    samples = getattr(dataset, 'samples', None)
+    try:
+        return f'{where} ({samples[int(idx)][0]})' if samples is not None else where
+    except (IndexError, KeyError, TypeError):
+        return where
+
+
 class _Source:
     """Random-access source for GeneratorDataset: (image, int32 label) per sample.
 
@@ -170,7 +234,10 @@ class _Source:
         return len(self.dataset)
 
     def __getitem__(self, idx):
-        img, label = self.dataset[int(idx)]
+        try:
+            img, label = self.dataset[int(idx)]
+        except ImageShapeError as e:
+            raise ImageShapeError(f'training sample {_describe_sample(self.dataset, idx)}: {e}') from None
         if not self.final:
             check_raw_image(img, f'{type(self.dataset).__name__}[{idx}] before the native transforms')
             return img, np.int32(label)
@@ -247,7 +314,7 @@ class FaceDataLoader:
             self._iter = None
 
 
-def build_dataloader(cfg, rank=0, world_size=1, seed=None):
+def build_dataloader(cfg, rank=0, world_size=1, seed=None, image_size=None):
     """Batched MindSpore pipeline for training.
 
     Args:
@@ -262,10 +329,15 @@ def build_dataloader(cfg, rank=0, world_size=1, seed=None):
             (``split_native_tail``). The dataset config's
             ``pipeline`` (default ``DEFAULT_TRAIN_PIPELINE``) is removed before the dataset is
             built and applied by ``as_face_dataset``; a built BaseFaceDataset keeps its own
-            pipeline, a built minimal-protocol dataset gets ``DEFAULT_TRAIN_PIPELINE``.
+            pipeline, a built minimal-protocol dataset gets ``DEFAULT_TRAIN_PIPELINE``. Every
+            raw image first passes an image-shape check: a square image of another size is
+            resized to the configured side (one warning; unless the pipeline has its own Resize), a
+            non-square or non-RGB one raises ``ImageShapeError`` naming the sample and file.
         rank, world_size: this process's shard.
         seed: shuffle seed used when ``cfg`` has no ``seed`` (the runner passes
             ``runtime.seed``); both absent means 0.
+        image_size: side the image-shape check resizes square images to (the model's input);
+            None: the dataset's ``image_size`` attribute if it has one, else 112.
     Returns:
         :class:`FaceDataLoader`; ``len()`` is the number of batches per epoch, each batch
         ``img`` (B, 3, H, W) float32 and ``label`` (B,) int32 NumPy arrays.
@@ -299,6 +371,9 @@ def build_dataloader(cfg, rank=0, world_size=1, seed=None):
         if native.get_dataset_size() == 0:
             raise ValueError(f'build_dataloader: rank {rank} has fewer samples than one batch of {batch_size}')
         return FaceDataLoader(native, dataset, None, batch_size)
+    if image_size is None:
+        image_size = getattr(dataset, 'image_size', None) or IMAGE_SIZE
+    _guard_image_shapes(dataset, image_size)
     sampler = ShardedShuffleSampler(len(dataset), shuffle=cfg.get('shuffle', True),
                                     seed=shuffle_seed, rank=rank, world_size=world_size)
     if drop and len(sampler) < batch_size:

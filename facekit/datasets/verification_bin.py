@@ -14,6 +14,7 @@ The raw-pixel floor (a metric over such pairs) lives in ``facekit.evaluation.flo
 import io
 import os
 import pickle
+import struct
 
 import cv2
 import numpy as np
@@ -186,7 +187,16 @@ def load_bin(path):
     """
     with open(path, 'rb') as f:
         data = f.read()
-    obj = safe_loads(data, source=str(path))
+    expected = 'expected a pickled (images, issame) pair: 2N encoded images and N booleans'
+    if not data:
+        raise ValueError(f'{path} is empty (0 bytes); {expected}')
+    try:
+        obj = safe_loads(data, source=str(path))
+    except (EOFError, pickle.UnpicklingError, ValueError, IndexError, struct.error) as e:
+        if isinstance(e, UnsafeFileError):
+            raise
+        raise ValueError(f'{path} ({len(data)} bytes) is truncated or not a pickle: {type(e).__name__}: {e}; '
+                         f'{expected}') from e
     if not isinstance(obj, (tuple, list)) or len(obj) != 2:
         raise ValueError(f'{path}: expected a pickled (images, issame) pair, got {type(obj).__name__}'
                          f'{" of length %d" % len(obj) if isinstance(obj, (tuple, list)) else ""}')

@@ -18,7 +18,34 @@ from ..datasets.preprocess import IMAGE_SIZE, to_model_input  # noqa: F401  (re-
 from ..datasets.preprocess import decode_image as _decode_image
 
 __all__ = ['IMAGE_SIZE', 'decode_image', 'to_model_input', 'batch_plan', 'as_embed_fn', 'inference_mode',
-           'DistInfo', 'embed_images', 'flip_sum']
+           'DistInfo', 'embed_images', 'flip_sum', 'NonFiniteEmbeddingError', 'check_finite_embeddings']
+
+NONFINITE_CAUSE = ('the model computes NaN/inf: most likely its checkpoint holds non-finite weights or '
+                   'BatchNorm statistics (a diverged run); evaluate an earlier checkpoint')
+
+
+class NonFiniteEmbeddingError(ValueError):
+    """Embeddings hold NaN or inf: similarities and accuracies computed from them would be meaningless."""
+
+
+def check_finite_embeddings(raw, what, names=None):
+    """Raise ``NonFiniteEmbeddingError`` unless every row of ``raw`` (N, E) is finite.
+
+    Args:
+        raw: embeddings, one row per image.
+        what: the target or model the embeddings belong to, for the message.
+        names: optional per-row names (file paths) to cite the first bad rows by; else row indices.
+    Returns: ``raw``.
+    """
+    raw = np.asarray(raw)
+    bad = np.flatnonzero(~np.isfinite(raw.reshape(len(raw), -1)).all(axis=1)) if raw.size else []
+    if len(bad):
+        first = [str(names[i]) if names is not None else str(int(i)) for i in bad[:5]]
+        label = 'e.g.' if names is not None else 'e.g. rows'
+        raise NonFiniteEmbeddingError(
+            f"{what}: {len(bad)} of {len(raw)} embeddings are not finite (NaN/inf), {label} {', '.join(first)}"
+            f"{' ...' if len(bad) > 5 else ''}; {NONFINITE_CAUSE}")
+    return raw
 
 
 def decode_image(buf, index=None, source='', image_size=IMAGE_SIZE):
@@ -162,7 +189,7 @@ class DistInfo:
         return f'DistInfo(rank={self.rank}, world_size={self.world_size})'
 
 
-def embed_images(num_images, get_image, embed_fn, batch_size=64, flip=True, dist=None):
+def embed_images(num_images, get_image, embed_fn, batch_size=64, flip=True, dist=None, source='embeddings'):
     """Raw embeddings of every image, and of its horizontal flip.
 
     Args:
@@ -172,8 +199,11 @@ def embed_images(num_images, get_image, embed_fn, batch_size=64, flip=True, dist
         batch_size: images per forward pass.
         flip: also embed the mirrored images.
         dist: a ``DistInfo`` to shard batches over ranks; None = this process does all.
+        source: the target's name or file, named when an embedding is not finite.
     Returns: ``(raw, raw_flip)``: (N, E) float32 each (``raw_flip`` None without flip), complete
     on every rank after sharding (rows from other ranks arrive through ``all_reduce_sum``).
+    Raises: ``NonFiniteEmbeddingError`` when any embedding holds NaN/inf (checked after the
+    gather, so every rank raises alike instead of one rank leaving the others in a collective).
     """
     if int(num_images) < 1:
         raise ValueError(f'nothing to embed: num_images={num_images}')
@@ -194,6 +224,9 @@ def embed_images(num_images, get_image, embed_fn, batch_size=64, flip=True, dist
             raw_flip[keep_from:stop] = embed_fn(to_model_input(images, flip=True))[keep]
     if dist.world_size > 1:
         raw, raw_flip = _gather(raw, raw_flip, flip, dist, num_images)
+    check_finite_embeddings(raw, source)
+    if raw_flip is not None:
+        check_finite_embeddings(raw_flip, f'{source} (mirrored images)')
     return raw, raw_flip
 
 

@@ -99,7 +99,8 @@ class VerificationEvaluator(BaseEvaluator):
         source = self.bin_path or self.name
         with inference_mode(model_or_fn):
             return embed_images(len(images), lambda i: decode_image(images[i], i, source),
-                                as_embed_fn(model_or_fn), batch_size=self.batch_size, flip=self.flip, dist=dist)
+                                as_embed_fn(model_or_fn), batch_size=self.batch_size, flip=self.flip, dist=dist,
+                                source=f'{self.name} ({source})' if source != self.name else self.name)
 
     def compute_metrics(self, raw, raw_flip=None):
         """Protocol metrics from raw embeddings of images 0..2N-1 (pair i = images 2i, 2i+1).
@@ -307,7 +308,7 @@ class TarFarEvaluator(BaseEvaluator):
         with inference_mode(model_or_fn):
             raw, raw_flip = embed_images(len(paths), lambda i: self._read_image(paths[i], i),
                                          as_embed_fn(model_or_fn), batch_size=self.batch_size, flip=self.flip,
-                                         dist=dist)
+                                         dist=dist, source=f'{self.name} ({self.image_root})')
         seconds = time.perf_counter() - t0
         feats = flip_sum(raw, raw_flip)
         if meta is None:

@@ -14,6 +14,31 @@ class CheckpointMismatchError(ValueError):
     """A checkpoint's parameters do not fit the cell they are loaded into."""
 
 
+class NonFiniteCheckpointError(ValueError):
+    """A checkpoint holds NaN or inf parameters (typically BatchNorm statistics of a diverged run)."""
+
+
+def nonfinite_entries(named_values):
+    """``[(name, n_nan, n_inf), ...]`` of the floating-point entries holding NaN or inf, in the given order.
+
+    Args:
+        named_values: (name, Parameter/Tensor/ndarray) pairs, e.g. ``dict.items()`` or
+            ``cell.parameters_and_names()``.
+    """
+    out = []
+    for name, value in named_values:
+        if hasattr(value, 'asnumpy'):
+            value = value.asnumpy()
+        value = np.asarray(value)
+        if not np.issubdtype(value.dtype, np.floating):
+            continue
+        finite = np.isfinite(value)
+        if not finite.all():
+            n_nan = int(np.isnan(value).sum())
+            out.append((name, n_nan, int(value.size - finite.sum()) - n_nan))
+    return out
+
+
 def _as_save_list(params_or_cell):
     import mindspore as ms
     if isinstance(params_or_cell, ms.nn.Cell):
@@ -62,16 +87,33 @@ def save_checkpoint(params_or_cell, path, extra=None):
     return path
 
 
+class CheckpointReadError(ValueError):
+    """A checkpoint file is empty, truncated or not a MindSpore checkpoint."""
+
+
 def load_checkpoint(path):
-    """Read a checkpoint into a dict name -> ``mindspore.Parameter``; names the file on failure."""
+    """Read a checkpoint into a dict name -> ``mindspore.Parameter``.
+
+    Raises FileNotFoundError, or ``CheckpointReadError`` naming the file and its size when it is
+    empty or cannot be parsed (truncated copy, wrong file).
+    """
     import mindspore as ms
     path = str(path)
     if not osp.isfile(path):
         raise FileNotFoundError(f'checkpoint not found: {path}')
+    size = osp.getsize(path)
+    if size == 0:
+        raise CheckpointReadError(f'checkpoint {path} is empty (0 bytes): an interrupted copy or save? '
+                                  'use another checkpoint')
     try:
-        return ms.load_checkpoint(path)
+        params = ms.load_checkpoint(path)
     except Exception as e:
-        raise ValueError(f'cannot read checkpoint {path}: {type(e).__name__}: {e}') from e
+        raise CheckpointReadError(f'cannot read checkpoint {path} ({size} bytes): not a complete MindSpore '
+                                  f'checkpoint (truncated or another format?): {type(e).__name__}: {e}') from e
+    if not params:
+        raise CheckpointReadError(f'checkpoint {path} ({size} bytes) holds no parameters: '
+                                  'truncated or not a MindSpore checkpoint')
+    return params
 
 
 def load_state_into(cell, param_dict, prefix='', strict=True):

@@ -42,6 +42,11 @@ def convert(root, output, image_size=112, reencode=False, quality=95, strict=Fal
     from facekit.datasets.preprocess import decode_image
 
     folder = ImageFolderDataset(root, on_error='raise')
+    # classes.txt holds one folder name per line: a name with a line break would shift every later label
+    bad = [n for n in folder.classes if any(c in n for c in '\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029')]
+    if bad:
+        raise ValueError(f'{root}: identity folder {bad[0]!r} has a line break in its name ({len(bad)} such '
+                         'folders); classes.txt lists one name per line: rename them (nothing was written)')
     stats = dict(kept=0, encoded=0, skipped=[])
     names = []  # folder names of the labels actually written (empty identities drop out)
 

@@ -31,6 +31,20 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def _read_record(ds, i):
+    """(encoded bytes, label) of sample ``i``; ValueError naming the record, its byte offset and the
+    file when the label is not a usable identity (NaN, inf, negative, not below num_classes)."""
+    key = int(ds.keys[i])
+    where = f'{ds.reader.path}: record {key} (sample {i}, byte offset {ds.reader.offset(key)})'
+    try:
+        buf, label = ds.get_encoded(i)
+    except (ValueError, OverflowError) as e:  # int(nan) / int(inf) of the header label
+        raise ValueError(f'{where} has an unusable label: {e}; the record set is corrupt') from e
+    if not 0 <= label < ds.num_classes:
+        raise ValueError(f'{where} has label {label}, outside [0, {ds.num_classes}); the record set is corrupt')
+    return buf, label
+
+
 def convert(rec_dir, output, rec_name='train', reencode=False, quality=95, progress=True):
     """Write every image of the record set; returns a summary dict."""
     import cv2
@@ -49,7 +63,7 @@ def convert(rec_dir, output, rec_name='train', reencode=False, quality=95, progr
     kept = reencoded = total_bytes = 0
     t0 = time.perf_counter()
     for i in tqdm(range(len(ds)), desc='rec2jpg', unit='img', disable=not progress):
-        buf, label = ds.get_encoded(i)
+        buf, label = _read_record(ds, i)
         if reencode or not buf.startswith(JPEG_MAGIC):
             img = ds.get_image(i)
             ok, enc = cv2.imencode('.jpg', cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
