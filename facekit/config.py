@@ -32,6 +32,10 @@ class ConfigError(Exception):
     """A config file or option that cannot be loaded or applied."""
 
 
+class ConfigFileNotFoundError(ConfigError, FileNotFoundError):
+    """A config file (or one of its ``_base_`` files) that does not exist."""
+
+
 class ConfigDict(Dict):
     """addict.Dict with attribute access that raises on a missing key instead of creating it."""
 
@@ -123,7 +127,7 @@ def _exec_python(filename, text):
 def _load_file(filename, stack):
     filename = osp.abspath(osp.expanduser(filename))
     if not osp.isfile(filename):
-        raise FileNotFoundError(f'config file not found: {filename}')
+        raise ConfigFileNotFoundError(f'config file not found: {filename}')
     if filename in stack:
         chain = ' -> '.join(stack + [filename])
         raise ConfigError(f'_base_ cycle: {chain}')
@@ -519,7 +523,7 @@ def add_cfg_options_argument(parser):
     return parser
 
 
-__all__ = ['Config', 'ConfigDict', 'ConfigError', 'to_plain', 'DictAction', 'parse_value', 'parse_cfg_options',
+__all__ = ['Config', 'ConfigDict', 'ConfigError', 'ConfigFileNotFoundError', 'to_plain', 'DictAction', 'parse_value', 'parse_cfg_options',
            'add_cfg_options_argument', 'import_custom_modules', 'load_config']
 
 
