@@ -205,7 +205,7 @@ def accepted_keys(obj):
 
 
 def _close(key, valid):
-    close = difflib.get_close_matches(str(key), sorted(valid), n=3, cutoff=0.6)
+    close = difflib.get_close_matches(str(key), sorted(valid), n=3, cutoff=0.5)
     return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ''
 
 
