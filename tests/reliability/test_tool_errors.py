@@ -51,9 +51,10 @@ def files(tmp_path_factory):
     return d
 
 
-@pytest.mark.parametrize('name', ['empty.ckpt', 'garbage.ckpt', 'missing.ckpt'])
-def test_test_py_bad_checkpoint(files, name):
-    assert_one_line(run('test.py', files / 'tiny.py', files / name), files / name, code=1)
+@pytest.mark.parametrize('name, code', [('empty.ckpt', 1), ('garbage.ckpt', 1), ('missing.ckpt', 2)])
+def test_test_py_bad_checkpoint(files, name, code):
+    # a missing load_from is a config problem (status 2); an unreadable file is a bad input (status 1)
+    assert_one_line(run('test.py', files / 'tiny.py', files / name), files / name, code=code)
 
 
 @pytest.mark.parametrize('name', ['empty.ckpt', 'garbage.ckpt'])
@@ -96,12 +97,14 @@ def test_train_py_malformed_cfg_option(tmp_path):
     assert_one_line(proc, 'runtime.clip_prefixes', '[backbone.,head.', code=2)
 
 
+@pytest.mark.slow
 def test_missing_config_file(tmp_path):
     for tool in ('train.py', 'test.py'):
         args = [tmp_path / 'nope.py'] + ([tmp_path / 'x.ckpt'] if tool == 'test.py' else [])
         assert_one_line(run(tool, *args), tmp_path / 'nope.py', code=2)
 
 
+@pytest.mark.slow
 def test_export_and_convert_bad_inputs(files, tmp_path):
     assert_one_line(run('export.py', files / 'tiny.py', files / 'garbage.ckpt', '--out', tmp_path / 'x'),
                     files / 'garbage.ckpt')
@@ -109,17 +112,19 @@ def test_export_and_convert_bad_inputs(files, tmp_path):
                     'missing.onnx')
 
 
-def test_dataset_converters_bad_inputs(tmp_path):
+@pytest.mark.parametrize('tool, args, named', [
+    ('rec2jpg.py', ['--rec', '{bad_rec}', '--output', '{tmp}/jpg'], 'train'),
+    ('rec2mindrecord.py', ['--rec', '{tmp}/none', '--output', '{tmp}/x.mindrecord'], 'none'),
+    ('folder2rec.py', ['--root', '{tmp}/none', '--output', '{tmp}/o'], 'none'),
+    ('make_bin.py', ['--floor', '{tmp}/none.bin'], 'none.bin'),
+])
+def test_dataset_converters_bad_inputs(tmp_path, tool, args, named):
     bad_rec = tmp_path / 'rec'
     bad_rec.mkdir()
     (bad_rec / 'train.rec').write_bytes(b'\x00' * 64)
     (bad_rec / 'train.idx').write_text('0\t0\n1\t999\n')
-    assert_one_line(run('dataset_converters/rec2jpg.py', '--rec', bad_rec, '--output', tmp_path / 'jpg'))
-    assert_one_line(run('dataset_converters/rec2mindrecord.py', '--rec', tmp_path / 'none',
-                        '--output', tmp_path / 'x.mindrecord'), 'none')
-    assert_one_line(run('dataset_converters/folder2rec.py', '--root', tmp_path / 'none', '--output', tmp_path / 'o'),
-                    'none')
-    assert_one_line(run('dataset_converters/make_bin.py', '--floor', tmp_path / 'none.bin'), 'none.bin')
+    args = [a.format(bad_rec=bad_rec, tmp=tmp_path) for a in args]
+    assert_one_line(run(osp.join('dataset_converters', tool), *args), named)
 
 
 def test_usage_errors_are_one_line():
