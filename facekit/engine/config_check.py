@@ -148,14 +148,21 @@ def _type_ok(value, types):
     return any(t is not None and isinstance(value, t) for t in flat)
 
 
-def _default_types(default):
-    """Accepted types for a parameter from its default (int/float/bool defaults only), else None."""
+def _default_mismatch(value, default):
+    """What a value should be when it plainly contradicts a number/flag default, else None.
+
+    Only the plain cases are refused (a string or a dict for a number or flag, a fraction for a count,
+    a float for a flag); sequences pass, since several constructors take a scalar or a per-channel
+    sequence (``Normalize(mean=...)``, ``Resize(size=...)``). None always passes.
+    """
+    if value is None or isinstance(default, str) or not isinstance(default, (bool, int, float)):
+        return None
+    if isinstance(value, (str, bytes, dict)):
+        return 'bool' if isinstance(default, bool) else 'int' if isinstance(default, int) else 'int or float'
     if isinstance(default, bool):
-        return (bool,)
-    if isinstance(default, int):
-        return (int,)
-    if isinstance(default, float):
-        return (int, float)         # ints are fine where the default is a float
+        return 'bool' if isinstance(value, float) else None
+    if isinstance(default, int) and isinstance(value, float) and not value.is_integer():
+        return 'int'
     return None
 
 
@@ -223,8 +230,10 @@ class _KeyChecker:
         valid = sorted(set(valid))
         self.problems.append(f"unknown key '{path}' in {what}{_close(key, valid)} (valid: {', '.join(valid)})")
 
-    def mistyped(self, path, value, types, why=''):
-        self.problems.append(f"'{path}' = {value!r} is a {type(value).__name__}; expected {_type_names(types)}{why}")
+    def mistyped(self, path, value, expected, why=''):
+        if not isinstance(expected, str):
+            expected = _type_names(expected)
+        self.problems.append(f"'{path}' = {value!r} is a {type(value).__name__}; expected {expected}{why}")
 
     def section(self, path, value, spec):
         if not isinstance(value, dict):
@@ -261,9 +270,9 @@ class _KeyChecker:
                                  f"{type_name}'s arguments")
                 continue
             param = names.get(key)
-            types = _default_types(param.default) if param is not None else None
-            if types and not _type_ok(sub, types + (None,)):
-                self.mistyped(full, sub, types, f' (the default of {type_name}.{key} is {param.default!r})')
+            expected = _default_mismatch(sub, param.default) if param is not None else None
+            if expected:
+                self.mistyped(full, sub, expected, f' (the default of {type_name}.{key} is {param.default!r})')
             nested = {'backbone': BACKBONES, 'head': HEADS, 'loss': LOSSES, 'dataset': DATASETS}.get(key)
             if isinstance(sub, dict) and 'type' in sub:
                 self.built(full, sub, nested, key)

@@ -57,7 +57,8 @@ def test_unknown_key_is_named_with_the_closest_valid_name(path, options, named, 
 @pytest.mark.parametrize('options, key, value, expected', [
     ({'optimizer.lr': 'abc'}, 'optimizer.lr', "'abc'", 'int or float'),
     ({'model.backbone.depth': 'two'}, 'model.backbone.depth', "'two'", 'int'),
-    ({'model.loss.s': [1]}, 'model.loss.s', '[1]', 'int or float'),
+    ({'model.loss.s': dict(value=1)}, 'model.loss.s', "{'value': 1}", 'int or float'),
+    ({'model.backbone.depth': 2.5}, 'model.backbone.depth', '2.5', 'int'),
     ({'runtime.checkpoint_interval': '5'}, 'runtime.checkpoint_interval', "'5'", 'int'),
     ({'runtime.clip_prefixes': 'backbone.'}, 'runtime.clip_prefixes', "'backbone.'", 'list or tuple'),
     ({'train_dataloader.shuffle': 'yes'}, 'train_dataloader.shuffle', "'yes'", 'bool'),
@@ -72,6 +73,10 @@ def test_wrong_value_type_is_named(options, key, value, expected):
 
 def test_ints_are_accepted_for_floats_and_none_for_optional_numbers():
     _check(DEMO, {'optimizer.lr': 1, 'model.loss.s': 30, 'runtime.clip_grad_norm': None, 'runtime.seed': None})
+    # scalar-or-sequence arguments keep working
+    _check(DEMO, {'train_dataloader.dataset.pipeline': [dict(type='Resize', size=(112, 112)),
+                                                        dict(type='Normalize', mean=[0.5, 0.5, 0.5]),
+                                                        dict(type='ToCHW')]})
 
 
 def test_every_problem_is_reported_in_one_message():

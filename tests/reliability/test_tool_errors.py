@@ -129,3 +129,10 @@ def test_dataset_converters_bad_inputs(tmp_path, tool, args, named):
 
 def test_usage_errors_are_one_line():
     assert_one_line(run('infer.py', 'a', 'b', 'c', '--batch-size', 'x'), '--batch-size', code=2)
+
+
+def test_infer_py_config_typo_is_named(files):
+    (files / 'typo.py').write_text((files / 'tiny.py').read_text().replace('depth=1,', 'dept=1,'))
+    line = assert_one_line(run('infer.py', files / 'typo.py', files / 'garbage.ckpt', files / 'face.png'),
+                           "'model.backbone.dept'", "'depth'", code=2)
+    assert line.startswith('config error: ')
