@@ -32,6 +32,10 @@ class ConfigError(Exception):
     """A config file or option that cannot be loaded or applied."""
 
 
+class ConfigFileNotFoundError(ConfigError, FileNotFoundError):
+    """A config file (or one of its ``_base_`` files) that does not exist."""
+
+
 class ConfigDict(Dict):
     """addict.Dict with attribute access that raises on a missing key instead of creating it."""
 
@@ -123,7 +127,7 @@ def _exec_python(filename, text):
 def _load_file(filename, stack):
     filename = osp.abspath(osp.expanduser(filename))
     if not osp.isfile(filename):
-        raise FileNotFoundError(f'config file not found: {filename}')
+        raise ConfigFileNotFoundError(f'config file not found: {filename}')
     if filename in stack:
         chain = ' -> '.join(stack + [filename])
         raise ConfigError(f'_base_ cycle: {chain}')
@@ -400,7 +404,8 @@ def parse_value(text):
     """Parse one ``--cfg-options`` value: int, float, bool, None, list, tuple or string.
 
     ``[1,2]`` and ``(a,b)`` split at top-level commas, each item parsed again, so unquoted
-    strings work inside them; ``true/false/none`` are accepted in any case.
+    strings work inside them; ``true/false/none`` are accepted in any case. Unbalanced
+    brackets or quotes (``[a,b``, ``'x``, ``a]``) raise ConfigError instead of becoming a string.
     """
     text = text.strip()
     lowered = text.lower()
@@ -413,24 +418,62 @@ def parse_value(text):
             return number(text)
         except ValueError:
             continue
-    if len(text) >= 2 and text[0] in '[(' and text[-1] == {'[': ']', '(': ')'}[text[0]]:
+    if text[:1] in '"\'' and text:
+        if len(text) < 2 or text[-1] != text[0]:
+            raise ConfigError(f'unbalanced quote in value {text!r} (it opens with {text[0]} but does not close)')
+        return text[1:-1]
+    closes_at = _bracket_scan(text)
+    if text[:1] in '[(':
+        if closes_at != len(text) - 1:
+            raise ConfigError(f'value {text!r} is not one list or tuple: the bracket opened at its start closes '
+                              f'at character {closes_at + 1} of {len(text)}; quote it to pass a string')
         inner = text[1:-1].strip()
         items = [parse_value(p) for p in _split_top_level(inner)] if inner else []
         return items if text[0] == '[' else tuple(items)
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in '"\'':
-        return text[1:-1]
     return text
 
 
+_PAIRS = {'[': ']', '(': ')'}
+
+
+def _bracket_scan(text):
+    """Check brackets and quotes of ``text`` are balanced; return where the first bracket group closes (or -1)."""
+    stack, quote, first_close = [], None, -1
+    for i, ch in enumerate(text):
+        if quote:
+            if ch == quote:
+                quote = None
+        elif ch in '"\'' and (i == 0 or not (text[i - 1].isalnum())):
+            quote = ch     # a quote opening an item; an apostrophe inside a word (O'Brien) is text
+        elif ch in _PAIRS:
+            stack.append(ch)
+        elif ch in ')]':
+            if not stack:
+                raise ConfigError(f'unbalanced brackets in value {text!r}: {ch!r} at character {i + 1} '
+                                  f'closes nothing that is open')
+            opened = stack.pop()
+            if _PAIRS[opened] != ch:
+                raise ConfigError(f'unbalanced brackets in value {text!r}: {ch!r} at character {i + 1} '
+                                  f'closes {opened!r}')
+            if not stack and first_close < 0:
+                first_close = i
+    if quote:
+        raise ConfigError(f'unbalanced quotes in value {text!r}: {quote} is never closed')
+    if stack:
+        raise ConfigError(f'unbalanced brackets in value {text!r}: {stack[-1]!r} is never closed')
+    return first_close
+
+
 def _split_top_level(text):
+    _bracket_scan(text)
     parts, depth, cur, quote = [], 0, [], None
-    for ch in text:
+    for i, ch in enumerate(text):
         if quote:
             cur.append(ch)
             if ch == quote:
                 quote = None
             continue
-        if ch in '"\'':
+        if ch in '"\'' and (i == 0 or not text[i - 1].isalnum()):
             quote = ch
         elif ch in '[(':
             depth += 1
@@ -441,8 +484,6 @@ def _split_top_level(text):
             cur = []
             continue
         cur.append(ch)
-    if depth != 0 or quote:
-        raise ConfigError(f'unbalanced brackets or quotes in option value {text!r}')
     parts.append(''.join(cur))
     return [p for p in parts if p.strip() != '' or len(parts) == 1]
 
@@ -456,7 +497,10 @@ def parse_cfg_options(pairs):
         key, value = pair.split('=', 1)
         if not key:
             raise ConfigError(f"--cfg-options: empty key in {pair!r}")
-        options[key] = parse_value(value)
+        try:
+            options[key] = parse_value(value)
+        except ConfigError as e:
+            raise ConfigError(f'--cfg-options {key}: {e}') from None
     return options
 
 
@@ -479,7 +523,7 @@ def add_cfg_options_argument(parser):
     return parser
 
 
-__all__ = ['Config', 'ConfigDict', 'ConfigError', 'to_plain', 'DictAction', 'parse_value', 'parse_cfg_options',
+__all__ = ['Config', 'ConfigDict', 'ConfigError', 'ConfigFileNotFoundError', 'to_plain', 'DictAction', 'parse_value', 'parse_cfg_options',
            'add_cfg_options_argument', 'import_custom_modules', 'load_config']
 
 

@@ -10,13 +10,14 @@ The checkpoint stores ``backbone.*`` names (load it with FaceEmbedder, tools/inf
 training start). Afterwards both models embed the same random faces and the conversion is
 rejected if they differ by more than 1e-3 x max(1, max |embedding|).
 """
-import argparse
 import os.path as osp
 import sys
 
+from facekit.utils import cli
+
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description='Import an arcface_torch ONNX model as a facekit checkpoint.')
+    parser = cli.ArgumentParser(description='Import an arcface_torch ONNX model as a facekit checkpoint.')
     parser.add_argument('onnx', help='ONNX file, e.g. w600k_r50.onnx or the output of arcface_torch torch2onnx.py')
     parser.add_argument('config', help='config file, or a backbone name such as iresnet50')
     parser.add_argument('out', help='checkpoint to write (.ckpt)')
@@ -43,9 +44,8 @@ def main(argv=None):
     elif args.config in BACKBONES:
         cfg = dict(type=args.config, embedding_size=args.embedding_size)
     else:
-        print(f'ERROR: {args.config!r} is neither a config file nor a registered backbone '
-              f'({", ".join(BACKBONES.keys())})', file=sys.stderr)
-        return 2
+        return cli.fail(f'{args.config!r} is neither a config file nor a registered backbone '
+                        f'({", ".join(BACKBONES.keys())})', 2)
     backbone = BACKBONES.build(cfg)
     backbone.set_train(False)
     size = input_size_of(cfg)
@@ -63,10 +63,9 @@ def main(argv=None):
     print(f'parity on {args.check_batch} random faces: max abs diff {diff:.3g} (max |embedding| {scale:.3g}), '
           f'min cosine {cos:.7f}')
     if diff > 1e-3 * max(1.0, scale):
-        print(f'ERROR: converted model differs from {args.onnx}', file=sys.stderr)
-        return 1
+        return cli.fail(f'converted model differs from {args.onnx}')
     return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(cli.run_tool(main))

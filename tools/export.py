@@ -7,13 +7,14 @@ and one output ``embedding``: (N, E) float32 raw embeddings (L2-normalize before
 After writing, the file is run against the in-framework model on random input and the export is
 rejected if they differ (max abs diff / max(1, max |ref|) above 1e-4 for fp32, 1e-2 for fp16).
 """
-import argparse
 import os.path as osp
 import sys
 
+from facekit.utils import cli
+
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description='Export a facekit backbone to MindIR or ONNX.')
+    parser = cli.ArgumentParser(description='Export a facekit backbone to MindIR or ONNX.')
     parser.add_argument('config', help='experiment config file (its model.backbone is exported)')
     parser.add_argument('checkpoint', help='.ckpt file (FaceRecognizer or bare backbone)')
     parser.add_argument('--format', choices=['mindir', 'onnx'], default='onnx')
@@ -52,10 +53,9 @@ def main(argv=None):
         worst = max(worst, rel)
         print(f'parity batch {n}: max abs diff {diff:.3g} (max |embedding| {scale:.3g})')
     if worst > tol:
-        print(f'ERROR: exported {path} differs from the framework model by {worst:.3g} > {tol}', file=sys.stderr)
-        return 1
+        return cli.fail(f'exported {path} differs from the framework model by {worst:.3g} > {tol}')
     return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(cli.run_tool(main))

@@ -7,12 +7,13 @@
 IMG may be an image file or a folder (its images sorted by name). Images should be aligned
 112x112 crops (see facekit.apis.align_face); others are resized with a warning.
 """
-import argparse
 import sys
+
+from facekit.utils import cli
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description='Face embeddings / similarity with a facekit model.')
+    parser = cli.ArgumentParser(description='Face embeddings / similarity with a facekit model.')
     parser.add_argument('config')
     parser.add_argument('checkpoint')
     parser.add_argument('img', help='image file or folder')
@@ -36,8 +37,7 @@ def main(argv=None):
     inputs = [args.img] if args.img2 is None else [args.img, args.img2]
     names, images = collect_images(inputs)
     if args.img2 is not None and len(images) != 2:
-        print(f'ERROR: comparing needs two single images, got {len(images)} images from {inputs}', file=sys.stderr)
-        return 2
+        return cli.fail(f'comparing needs two single images, got {len(images)} images from {inputs}', 2)
     emb, norms = embedder.embed(images, return_norms=True)
     if args.img2 is None:
         for name, e, n in zip(names, emb, norms):
@@ -56,4 +56,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(cli.run_tool(main))

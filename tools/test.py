@@ -13,18 +13,16 @@ Results: each evaluator's table on stdout, all numbers as JSON (--out, default
 ``<work dir>/eval_<checkpoint name>.json``), ROC PNGs in the work dir with --roc.
 Under msrun (tools/dist_test.sh) each rank embeds a share of the batches; rank 0 reports.
 """
-import argparse
 import sys
 
-from facekit.config import ConfigError, add_cfg_options_argument, load_config
-from facekit.engine import Runner
-from facekit.utils.checkpoint import CheckpointMismatchError
+from facekit.config import add_cfg_options_argument, load_config
+from facekit.utils import cli
 
 DEFAULT_TARGETS = 'lfw,cfp_fp,agedb_30,calfw,cplfw'
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description='Evaluate a facekit checkpoint (10-fold verification, TAR@FAR).')
+    parser = cli.ArgumentParser(description='Evaluate a facekit checkpoint (10-fold verification, TAR@FAR).')
     parser.add_argument('config', help='experiment config file')
     parser.add_argument('checkpoint', help='.ckpt file (FaceRecognizer or bare backbone)')
     parser.add_argument('--target', default=None,
@@ -49,21 +47,18 @@ def main(argv=None):
                     flip=False if args.no_flip else None, nfolds=args.nfolds, out=args.out, roc=args.roc)
     overrides = {'work_dir': args.work_dir, 'load_from': args.checkpoint, 'runtime.mode': args.mode,
                  'runtime.device_target': args.device_target}
-    try:
-        cfg = load_config(args.config, args.cfg_options)
-        cfg.merge_from_dict({k: v for k, v in overrides.items() if v is not None})
-        cfg.merge_from_dict({f'test_cfg.{k}': v for k, v in test_cfg.items() if v is not None})
-        runner = Runner.from_cfg(cfg)
-        results = runner.test()
-    except (CheckpointMismatchError, FileNotFoundError) as e:
-        print(f'ERROR: {e}', file=sys.stderr)
-        return 1
-    except (ConfigError, ImportError, SyntaxError) as e:
-        print(f'config error: {e}', file=sys.stderr)
-        return 2
+    from facekit.engine import Runner
+    cfg = load_config(args.config, args.cfg_options)
+    cfg.merge_from_dict({k: v for k, v in overrides.items() if v is not None})
+    cfg.merge_from_dict({f'test_cfg.{k}': v for k, v in test_cfg.items() if v is not None})
+    runner = Runner.from_cfg(cfg)
+    results = runner.test()
     runner.close()
-    return 0 if results else 1
+    if not results:
+        return cli.fail('nothing was evaluated: no evaluation target was found (the MISSING lines above list '
+                        'the paths searched)')
+    return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(cli.run_tool(main))

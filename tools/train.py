@@ -3,19 +3,19 @@
     python tools/train.py CONFIG [--work-dir DIR] [--resume [auto|PATH]] [--load-from CKPT]
                           [--device-target CPU|GPU|Ascend|auto] [--seed N] [--cfg-options k=v ...]
 
-Config errors (missing keys, unknown registry names, bad values) exit with status 2 and a
-message before any model or data is built. Under ``tools/dist_train.sh`` (msrun) every worker
+Config errors (missing or unknown keys, unknown registry names, bad values) exit with status 2
+and one ``config error:`` line before any model or data is built; other user errors (a missing
+checkpoint, a run that diverged) are one ``error:`` line and status 1. ``--debug`` shows tracebacks. Under ``tools/dist_train.sh`` (msrun) every worker
 runs this script; rank 0 logs, saves and evaluates.
 """
-import argparse
 import sys
 
-from facekit.config import ConfigError, add_cfg_options_argument, load_config
-from facekit.engine import Runner
+from facekit.config import add_cfg_options_argument, load_config
+from facekit.utils import cli
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description='Train a facekit model from a config file.')
+    parser = cli.ArgumentParser(description='Train a facekit model from a config file.')
     parser.add_argument('config', help='config file (.py/.yaml/.json)')
     parser.add_argument('--work-dir', help='where logs and checkpoints go (default work_dirs/<config name>)')
     parser.add_argument('--resume', nargs='?', const='auto', default=None,
@@ -33,17 +33,14 @@ def main(argv=None):
     args = parse_args(argv)
     overrides = {'work_dir': args.work_dir, 'resume': args.resume, 'load_from': args.load_from,
                  'runtime.device_target': args.device_target, 'runtime.seed': args.seed}
-    try:
-        cfg = load_config(args.config, args.cfg_options)
-        cfg.merge_from_dict({k: v for k, v in overrides.items() if v is not None})
-        runner = Runner.from_cfg(cfg)
-    except (ConfigError, FileNotFoundError, ImportError, SyntaxError) as e:
-        print(f'config error: {e}', file=sys.stderr)
-        return 2
+    from facekit.engine import Runner
+    cfg = load_config(args.config, args.cfg_options)
+    cfg.merge_from_dict({k: v for k, v in overrides.items() if v is not None})
+    runner = Runner.from_cfg(cfg)
     runner.train()
     runner.close()
     return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(cli.run_tool(main))

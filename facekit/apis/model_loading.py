@@ -26,11 +26,14 @@ def backbone_cfg_from_config(config):
     source = config
     if isinstance(config, (str, os.PathLike)):
         config = Config.fromfile(os.fspath(config))
+    checked = config
     if isinstance(config, Config):
         config = config.to_dict()
     if not isinstance(config, dict):
         raise TypeError(f'config must be a path, a Config or a dict, got {type(config).__name__}')
     if 'model' in config:
+        from ..engine.config_check import check_keys
+        check_keys(checked)   # a misspelled backbone key is named here, as in training
         model = config['model']
         if not isinstance(model, dict) or 'backbone' not in model:
             raise KeyError(f"config {source!r}: 'model' has no 'backbone' entry; expected "

@@ -23,7 +23,7 @@ from ..utils.runtime import setup_runtime
 from . import checkpoint as ckpt_io
 from . import dist
 from .amp import apply_amp, parse_loss_scale
-from .config_check import ConfigCheckError, check_config, check_evaluators, check_model, check_runtime
+from .config_check import ConfigCheckError, check_config, check_evaluators, check_keys, check_model, check_runtime
 from .hooks import append_metrics_line, build_hooks
 from .logger import RunLogger
 from .lr_schedules import build_lr_schedule
@@ -125,6 +125,7 @@ class Runner:
         check_runtime(cfg)
         check_model(cfg)
         check_evaluators(cfg, 'test_evaluators')
+        check_keys(cfg)
         if cfg.get('train_dataloader') is not None:
             check_config(cfg)
         resume, load_from = cfg.get('resume'), cfg.get('load_from')

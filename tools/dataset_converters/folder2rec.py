@@ -17,11 +17,13 @@ import sys
 import time
 import warnings
 
+from facekit.utils import cli
+
 JPEG_MAGIC = b'\xff\xd8\xff'
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--root', required=True, help='folder of identity folders')
     p.add_argument('--output', required=True, help='output folder for train.rec/train.idx/property')
     p.add_argument('--image-size', type=int, default=112, help='side of the stored square images')
@@ -102,4 +104,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(cli.run_tool(main))

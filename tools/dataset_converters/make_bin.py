@@ -16,9 +16,11 @@ import argparse
 import ast
 import sys
 
+from facekit.utils import cli
+
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument('--root', help='image folder of (held-out) identities')
     src.add_argument('--rec', help='RecordIO folder (train.rec/train.idx) of held-out identities')
@@ -45,8 +47,7 @@ def main(argv=None):
         pairs = args.floor
     else:
         if not args.output:
-            print('--output is required when building pairs', file=sys.stderr)
-            return 2
+            return cli.fail('--output is required when building pairs', 2)
         if args.synthetic:
             knobs = {}
             for item in args.knob:
@@ -54,8 +55,7 @@ def main(argv=None):
                 try:
                     knobs[name] = ast.literal_eval(value)
                 except (ValueError, SyntaxError):
-                    print(f'--knob {item!r}: the value must be a Python literal', file=sys.stderr)
-                    return 2
+                    return cli.fail(f'--knob {item!r}: the value must be a Python literal', 2)
             ds = SyntheticIdentities(args.num_classes, args.images_per_class, seed=args.synthetic_seed,
                                      identity_offset=args.identity_offset, **knobs)
         elif args.rec:
@@ -73,4 +73,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(cli.run_tool(main))

@@ -17,11 +17,13 @@ import shutil
 import sys
 import time
 
+from facekit.utils import cli
+
 JPEG_MAGIC = b'\xff\xd8\xff'
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--rec', required=True, help='folder with train.rec / train.idx (and property)')
     p.add_argument('--rec-name', default='train', help='file stem of the .rec/.idx pair')
     p.add_argument('--output', required=True, help='output folder (must not exist)')
@@ -96,4 +98,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(cli.run_tool(main))

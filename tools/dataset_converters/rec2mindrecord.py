@@ -11,9 +11,11 @@ import argparse
 import sys
 import time
 
+from facekit.utils import cli
+
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--rec', required=True, help='folder with train.rec / train.idx')
     p.add_argument('--rec-name', default='train', help='file stem of the .rec/.idx pair')
     p.add_argument('--output', required=True, help='output file, *.mindrecord')
@@ -31,4 +33,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(cli.run_tool(main))
