@@ -3,6 +3,10 @@
 A hook overrides any of ``before_run``, ``before_train_epoch``, ``after_train_iter``,
 ``after_train_epoch``, ``after_run``; each receives the Runner. ``runner.iter`` counts finished
 iterations and ``runner.epoch`` finished epochs, so ``after_train_iter`` sees ``iter >= 1``.
+
+A hook whose future behaviour depends on what it has seen (EvalHook's best scores) returns that
+in ``state_dict()``; every training checkpoint stores it and a resume hands it back through
+``load_state_dict()`` before ``before_run``, so a resumed run decides as the uninterrupted one.
 """
 import datetime
 import json
@@ -20,6 +24,18 @@ __all__ = ['Hook', 'LoggerHook', 'CheckpointHook', 'EvalHook', 'build_hooks']
 class Hook:
     """Base hook: every stage is a no-op; ``priority`` orders hooks (lower runs first)."""
     priority = 50
+
+    def state_dict(self):
+        """What decides this hook's future, as ``{key: float or float64 array}`` (default: nothing).
+
+        Saved in every training checkpoint (``hook_state.<HookClass>.<key>``); keys are plain
+        strings, dots allowed.
+        """
+        return {}
+
+    def load_state_dict(self, state):
+        """Restore ``state_dict()``'s output on resume (called after the hooks are built, before
+        ``before_run``). ``state`` is ``{}`` for a checkpoint this hook wrote nothing into."""
 
     def before_run(self, runner):
         """Called once before the first iteration (after resume)."""
@@ -212,7 +228,15 @@ class EvalHook(Hook):
         self.metric = metric
         self.final_eval = final_eval
         self.raw_pixel_floor = raw_pixel_floor
-        self.best = {}
+        self.best = {}      # evaluator name -> best value of its compared metric so far
+
+    def state_dict(self):
+        # without it a resumed run starts with no best and overwrites best_<name>.ckpt with
+        # its first (possibly worse) evaluation
+        return {f'best.{name}': float(value) for name, value in self.best.items()}
+
+    def load_state_dict(self, state):
+        self.best = {key[len('best.'):]: float(value) for key, value in state.items() if key.startswith('best.')}
 
     def _run(self, runner):
         if not runner.evaluators or runner.last_eval_iter == runner.iter:

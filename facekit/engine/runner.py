@@ -224,7 +224,7 @@ class Runner:
         ckpt_io.save_training_state(self, path)
 
     def resume(self, path):
-        """Restore model, optimizer, loss scale, epoch and iteration from ``path``."""
+        """Restore model, optimizer, loss scale, epoch, iteration and hook state from ``path``."""
         ckpt_io.load_training_state(self, path)
         self.log(f'resumed from {path}: epoch {self.epoch}, iter {self.iter}')
 
