@@ -23,8 +23,8 @@ from . import dist
 from .optim import optimizer_state
 
 __all__ = ['PERIODIC_NAME', 'periodic_name', 'is_periodic', 'list_periodic', 'find_latest_checkpoint',
-           'checkpoint_files', 'save_training_state', 'load_training_state', 'load_weights', 'OPT_PREFIX',
-           'STATE_PREFIX', 'HOOK_PREFIX']
+           'checkpoint_files', 'save_training_state', 'load_training_state', 'load_weights', 'unsaved_random_cells',
+           'OPT_PREFIX', 'STATE_PREFIX', 'HOOK_PREFIX']
 
 PERIODIC_NAME = re.compile(r'(epoch|iter)_(\d+)\.ckpt$')
 OPT_PREFIX = 'optimizer.'
@@ -128,6 +128,24 @@ def _restore_hooks(runner, params, path):
     orphans = sorted(set(saved) - set(ids))
     if orphans:
         runner.log(f'{path}: hook state of {orphans} not restored: no such hook in this run')
+
+
+def unsaved_random_cells(model):
+    """Names of the model's cells that draw from kernel-seeded MindSpore random ops in training.
+
+    ``nn.Dropout`` and ``ops.rand`` (drop-path, token masking: a ``drop_path_rate`` or
+    ``mask_ratio`` above 0) keep their stream inside the compiled kernel; MindSpore 2.x exposes no
+    way to read or set it (``mindspore.get_rng_state`` covers only the default generator), so a
+    resumed run restarts those streams: its continuation is then equal in distribution, not bit
+    for bit. The demo configs use none of them.
+    """
+    from mindspore import nn
+    found = []
+    for name, cell in model.cells_and_names():
+        if (isinstance(cell, nn.Dropout) or float(getattr(cell, 'drop_path_rate', 0) or 0) > 0
+                or float(getattr(cell, 'mask_ratio', 0) or 0) > 0):
+            found.append(name or type(cell).__name__)
+    return found
 
 
 def _state_entries(runner):
@@ -244,6 +262,11 @@ def load_training_state(runner, path):
     runner.train_step.loss_scale.set_data(ms.Tensor(np.float32(scalar('loss_scale'))))
     runner.train_step.clean_steps.set_data(ms.Tensor(np.int32(scalar('loss_scale_clean_steps'))))
     _restore_hooks(runner, params, path)
+    random_cells = unsaved_random_cells(runner.model)
+    if random_cells:
+        runner.log(f'note: {random_cells[:5]} draw from MindSpore random kernels whose state no checkpoint '
+                   f'holds (dropout, drop_path_rate, mask_ratio); the resumed run restarts those streams, so '
+                   f'it is not bit-identical to an uninterrupted one')
 
 
 def load_weights(model, path, log):
