@@ -22,7 +22,7 @@ import numpy as np
 from ..registry import DATASETS, build_from_cfg
 from .base import BaseFaceDataset, check_raw_image
 from .preprocess import IMAGE_SIZE
-from .transforms import Compose
+from .transforms import Compose, RandomTransform, sample_rng
 
 __all__ = ['build_dataset', 'build_dataloader', 'as_face_dataset', 'FaceDataLoader', 'ShardedShuffleSampler',
            'split_native_tail', 'DEFAULT_TRAIN_PIPELINE']
@@ -138,17 +138,20 @@ class ShardedShuffleSampler:
 
 
 def split_native_tail(dataset):
-    """Move the trailing transforms that have a C++ twin out of the dataset's pipeline.
+    """Move the trailing deterministic transforms that have a C++ twin out of the dataset's pipeline.
 
     ``dataset`` is a BaseFaceDataset. Returns ``(dataset, native_ops)``: a shallow copy of ``dataset`` whose Python pipeline
-    stops before the tail (the original is untouched), and the tail's MindSpore ops. Flip,
-    normalize and HWC->CHW then run in MindSpore's C++ threads, and Python workers hand over
-    uint8 HWC rows (4x smaller than float32) instead of holding the GIL for them.
+    stops before the tail (the original is untouched), and the tail's MindSpore ops. Normalize,
+    resize and HWC->CHW then run in MindSpore's C++ threads, and Python workers hand over
+    uint8 HWC rows (4x smaller than float32) instead of holding the GIL for them. A random
+    transform (flip) stays in Python, where its decision is drawn per sample from (seed, epoch,
+    index); MindSpore's C++ random ops keep a state that no checkpoint can hold.
     """
     transforms = list(dataset.pipeline.transforms)
     k = len(transforms)
     # a plain callable in the pipeline has no ``native``; DecodeImage's twin cannot run after Python steps
-    while k > 0 and hasattr(transforms[k - 1], 'native') and type(transforms[k - 1]).__name__ != 'DecodeImage':
+    while (k > 0 and hasattr(transforms[k - 1], 'native') and not isinstance(transforms[k - 1], RandomTransform)
+           and type(transforms[k - 1]).__name__ != 'DecodeImage'):
         k -= 1
     if k == len(transforms):
         return dataset, []
@@ -219,23 +222,44 @@ def _describe_sample(dataset, idx):
         return where
 
 
+class _EpochKeyedSampler:
+    """Yields ``epoch * num_samples + index`` for each index of ``sampler``'s next pass, so the
+    source knows which epoch a sample belongs to even when MindSpore prefetches across epochs or
+    reads it in another process."""
+
+    def __init__(self, sampler):
+        self.sampler = sampler
+
+    def __iter__(self):
+        epoch, n = self.sampler.epoch, self.sampler.num_samples
+        return iter([epoch * n + i for i in self.sampler])
+
+    def __len__(self):
+        return len(self.sampler)
+
+
 class _Source:
     """Random-access source for GeneratorDataset: (image, int32 label) per sample.
 
+    Keys are ``epoch * len(dataset) + index`` (``_EpochKeyedSampler``); the random transforms
+    of that sample draw from ``np.random.default_rng([seed, epoch, index])``.
     ``final``: the image must already be CHW float32 (no native ops follow); otherwise it
     must be HWC uint8 for the native tail.
     """
 
-    def __init__(self, dataset, final=True):
+    def __init__(self, dataset, final=True, seed=0):
         self.dataset = dataset
         self.final = final
+        self.seed = int(seed)
 
     def __len__(self):
         return len(self.dataset)
 
-    def __getitem__(self, idx):
+    def __getitem__(self, key):
+        epoch, idx = divmod(int(key), len(self.dataset))
         try:
-            img, label = self.dataset[int(idx)]
+            with sample_rng([self.seed, epoch, idx]):
+                img, label = self.dataset[idx]
         except ImageShapeError as e:
             raise ImageShapeError(f'training sample {_describe_sample(self.dataset, idx)}: {e}') from None
         if not self.final:
@@ -325,8 +349,8 @@ def build_dataloader(cfg, rank=0, world_size=1, seed=None, image_size=None):
             of threads; default True when num_workers > 1). A dataset whose ``build_native``
             returns a source (MindRecordFaceDataset) supplies its own MindSpore source and shuffle instead of
             the Python sampler and GeneratorDataset. ``native_transforms`` (default True):
-            run the pipeline's trailing flip/normalize/resize/CHW steps as MindSpore C++ ops
-            (``split_native_tail``). The dataset config's
+            run the pipeline's trailing normalize/resize/CHW steps as MindSpore C++ ops
+            (``split_native_tail``; random transforms stay in Python). The dataset config's
             ``pipeline`` (default ``DEFAULT_TRAIN_PIPELINE``) is removed before the dataset is
             built and applied by ``as_face_dataset``; a built BaseFaceDataset keeps its own
             pipeline, a built minimal-protocol dataset gets ``DEFAULT_TRAIN_PIPELINE``. Every
@@ -334,8 +358,10 @@ def build_dataloader(cfg, rank=0, world_size=1, seed=None, image_size=None):
             resized to the configured side (one warning; unless the pipeline has its own Resize), a
             non-square or non-RGB one raises ``ImageShapeError`` naming the sample and file.
         rank, world_size: this process's shard.
-        seed: shuffle seed used when ``cfg`` has no ``seed`` (the runner passes
-            ``runtime.seed``); both absent means 0.
+        seed: shuffle and augmentation seed used when ``cfg`` has no ``seed`` (the runner
+            passes ``runtime.seed``); both absent means 0. Epoch ``e`` visits the sampler's
+            order for ``e`` and sample ``i``'s random transforms draw from
+            ``np.random.default_rng([seed, e, i])``: a resumed run sees the same batches.
         image_size: side the image-shape check resizes square images to (the model's input);
             None: the dataset's ``image_size`` attribute if it has one, else 112.
     Returns:
@@ -379,10 +405,10 @@ def build_dataloader(cfg, rank=0, world_size=1, seed=None, image_size=None):
     if drop and len(sampler) < batch_size:
         raise ValueError(f'build_dataloader: rank {rank} has {len(sampler)} samples, fewer than one '
                          f'batch of {batch_size} with drop_remainder=True')
-    kwargs = dict(column_names=['img', 'label'], sampler=sampler, num_parallel_workers=workers,
+    kwargs = dict(column_names=['img', 'label'], sampler=_EpochKeyedSampler(sampler), num_parallel_workers=workers,
                   python_multiprocessing=multiproc and workers > 1)
     source_ds, native_ops = split_native_tail(dataset) if cfg.get('native_transforms', True) else (dataset, [])
-    loader = msds.GeneratorDataset(_Source(source_ds, final=not native_ops), **kwargs)
+    loader = msds.GeneratorDataset(_Source(source_ds, final=not native_ops, seed=shuffle_seed), **kwargs)
     # GeneratorDataset's validators iterate the sampler while checking it; restart the
     # epoch count so the first real pass is epoch 0 (MindSpore then calls __iter__ once
     # per pass).

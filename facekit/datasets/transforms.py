@@ -8,12 +8,16 @@ runs those in C++ (see mindrecord.py).
 Images enter as HWC uint8 RGB (or encoded bytes, for ``DecodeImage``) and usually leave as
 CHW float32 in [-1, 1] for the model: ``[..., dict(type='Normalize'), dict(type='ToCHW')]``.
 
-Random transforms draw from a per-process generator (seeded from the OS the first time it
-is used in a process): data-loader worker processes forked from one parent therefore do
-not repeat each other's augmentations. Augmentation is not reproducible run to run; the
-sample order (shuffle) is, through the loader's seed.
+Random transforms (``RandomTransform``) draw every decision from ``sample_rng()``. The
+training loader sets it per sample to ``np.random.default_rng([seed, epoch, index])``, so a
+sample's augmentation is a pure function of (seed, epoch, dataset index): the same in every
+run, in any worker, and in a resumed run. Outside the loader (a dataset indexed by hand) they
+fall back to a per-process generator seeded from the OS, re-seeded after a fork so worker
+processes do not repeat each other.
 """
+import contextlib
 import os
+import threading
 
 import cv2
 import numpy as np
@@ -21,19 +25,49 @@ import numpy as np
 from ..registry import TRANSFORMS, build_from_cfg
 from .preprocess import MEAN, STD, decode_image, normalize
 
-__all__ = ['Compose', 'DecodeImage', 'Resize', 'RandomHorizontalFlip', 'Normalize', 'ToCHW',
-           'RandomDownUpResize', 'RandomGaussianBlur', 'ColorJitter', 'RandomGrayscale']
+__all__ = ['Compose', 'RandomTransform', 'sample_rng', 'DecodeImage', 'Resize', 'RandomHorizontalFlip',
+           'Normalize', 'ToCHW', 'RandomDownUpResize', 'RandomGaussianBlur', 'ColorJitter', 'RandomGrayscale']
 
 _RNG = {'pid': None, 'rng': None}
+_SAMPLE = threading.local()     # loader threads each transform their own sample
+
+
+@contextlib.contextmanager
+def sample_rng(entropy):
+    """Within the block, random transforms in this thread draw from ``np.random.default_rng(entropy)``.
+
+    ``entropy``: e.g. ``[seed, epoch, index]``. The generator is made on the first draw (~60 us),
+    so a pipeline without random transforms pays nothing.
+    """
+    previous = getattr(_SAMPLE, 'state', None)
+    _SAMPLE.state = [entropy, None]
+    try:
+        yield
+    finally:
+        _SAMPLE.state = previous
 
 
 def _rng():
-    """This process's augmentation generator (re-seeded after a fork)."""
+    """The current sample's generator (``sample_rng``), else this process's (re-seeded after a fork)."""
+    state = getattr(_SAMPLE, 'state', None)
+    if state is not None:
+        if state[1] is None:
+            state[1] = np.random.default_rng(state[0])
+        return state[1]
     pid = os.getpid()
     if _RNG['pid'] != pid:
         _RNG['pid'] = pid
         _RNG['rng'] = np.random.default_rng()
     return _RNG['rng']
+
+
+class RandomTransform:
+    """Base of transforms with random decisions: each draws them from ``_rng()`` only.
+
+    The training loader keeps these in Python (``builder.split_native_tail`` never moves them to
+    MindSpore's C++ ops, whose random state cannot be saved or tied to a sample), which makes
+    augmentation reproducible and a resumed run exact.
+    """
 
 
 def _check_prob(prob, name):
@@ -121,7 +155,7 @@ class Resize:
 
 
 @TRANSFORMS.register_module()
-class RandomHorizontalFlip:
+class RandomHorizontalFlip(RandomTransform):
     """Mirror HWC images left-right with probability ``prob``."""
 
     def __init__(self, prob=0.5):
@@ -129,10 +163,11 @@ class RandomHorizontalFlip:
 
     def __call__(self, img):
         if _rng().random() < self.prob:
-            return np.ascontiguousarray(img[:, ::-1])
+            return cv2.flip(img, 1)     # == img[:, ::-1], 30x faster than NumPy's reversed copy
         return img
 
     def native(self):
+        # MindRecordFaceDataset's C++ map only: its draws follow MindSpore's dataset seed, not the sample
         import mindspore.dataset.vision as msv
         return msv.RandomHorizontalFlip(self.prob)
 
@@ -187,7 +222,7 @@ class ToCHW:
 
 
 @TRANSFORMS.register_module()
-class RandomDownUpResize:
+class RandomDownUpResize(RandomTransform):
     """With probability ``prob`` shrink to a random side in ``min_size..H-1`` and scale back.
 
     Simulates low-resolution captures (the field's "random down-resize" augmentation).
@@ -213,7 +248,7 @@ class RandomDownUpResize:
 
 
 @TRANSFORMS.register_module()
-class RandomGaussianBlur:
+class RandomGaussianBlur(RandomTransform):
     """With probability ``prob`` blur with a Gaussian of std uniform in ``sigma`` (pixels)."""
 
     def __init__(self, prob=0.2, sigma=(0.5, 2.0)):
@@ -231,7 +266,7 @@ class RandomGaussianBlur:
 
 
 @TRANSFORMS.register_module()
-class ColorJitter:
+class ColorJitter(RandomTransform):
     """With probability ``prob`` scale brightness, contrast and saturation of HWC uint8 RGB.
 
     Each factor is uniform in [1 - x, 1 + x]; x = 0 disables that component.
@@ -262,7 +297,7 @@ class ColorJitter:
 
 
 @TRANSFORMS.register_module()
-class RandomGrayscale:
+class RandomGrayscale(RandomTransform):
     """With probability ``prob`` replace RGB by its luma (ITU-R 601) in all three channels."""
 
     def __init__(self, prob=0.1):

@@ -6,8 +6,9 @@ A head whose class centres are sharded over ranks (PartialFC on several ranks) w
 ranks' rows to ``<name>.rank<R>.ckpt`` beside rank 0's file.
 
 A checkpoint holds model parameters (``backbone.*``, ``head.*``), optimizer state (``optimizer.*``)
-and ``train_state.*`` scalars (epoch, iter, loss scale and its counter, seed, world size, skipped
-steps). The head re-shards its own rows through ``BaseHead.shard_slice()`` when the number of ranks
+``train_state.*`` scalars (epoch, iter, loss scale and its counter, seed, world size, skipped
+steps) and ``hook_state.<HookClass>.<key>`` float64 values (each hook's ``state_dict()``, e.g.
+``hook_state.EvalHook.best.<evaluator>``; a second hook of the same class is ``<HookClass>_2``). The head re-shards its own rows through ``BaseHead.shard_slice()`` when the number of ranks
 changed between save and resume.
 """
 import glob
@@ -22,12 +23,13 @@ from . import dist
 from .optim import optimizer_state
 
 __all__ = ['PERIODIC_NAME', 'periodic_name', 'is_periodic', 'list_periodic', 'find_latest_checkpoint',
-           'checkpoint_files', 'save_training_state', 'load_training_state', 'load_weights', 'OPT_PREFIX',
-           'STATE_PREFIX']
+           'checkpoint_files', 'save_training_state', 'load_training_state', 'load_weights', 'unsaved_random_cells',
+           'OPT_PREFIX', 'STATE_PREFIX', 'HOOK_PREFIX']
 
 PERIODIC_NAME = re.compile(r'(epoch|iter)_(\d+)\.ckpt$')
 OPT_PREFIX = 'optimizer.'
 STATE_PREFIX = 'train_state.'
+HOOK_PREFIX = 'hook_state.'
 LAST_MARKER = 'last_checkpoint'
 
 
@@ -93,6 +95,59 @@ def _head_sharded_keys(model, keys):
     return out
 
 
+def _hook_ids(hooks):
+    """(id, hook) pairs: the class name, ``<name>_2``, ``<name>_3`` ... for repeats, in hook order."""
+    seen = {}
+    out = []
+    for hook in hooks:
+        name = type(hook).__name__
+        seen[name] = seen.get(name, 0) + 1
+        out.append((name if seen[name] == 1 else f'{name}_{seen[name]}', hook))
+    return out
+
+
+def _hook_entries(hooks):
+    entries = {}
+    for hid, hook in _hook_ids(hooks):
+        for key, value in hook.state_dict().items():
+            entries[f'{HOOK_PREFIX}{hid}.{key}'] = np.asarray(value, dtype=np.float64)
+    return entries
+
+
+def _restore_hooks(runner, params, path):
+    """Hand every hook its ``hook_state.*`` entries (``{}`` when it saved none)."""
+    saved = {}
+    for key, value in params.items():
+        if key.startswith(HOOK_PREFIX):
+            hid, sub = key[len(HOOK_PREFIX):].split('.', 1)
+            arr = value.asnumpy()
+            saved.setdefault(hid, {})[sub] = float(arr) if arr.ndim == 0 else arr
+    ids = dict(_hook_ids(runner.hooks))
+    for hid, hook in ids.items():
+        hook.load_state_dict(saved.get(hid, {}))
+    orphans = sorted(set(saved) - set(ids))
+    if orphans:
+        runner.log(f'{path}: hook state of {orphans} not restored: no such hook in this run')
+
+
+def unsaved_random_cells(model):
+    """Names of the model's cells that draw from kernel-seeded MindSpore random ops in training.
+
+    ``nn.Dropout`` and ``ops.rand`` (drop-path, token masking: a ``drop_path_rate`` or
+    ``mask_ratio`` above 0) keep their stream inside the compiled kernel; MindSpore 2.x exposes no
+    way to read or set it (``mindspore.get_rng_state`` covers only the default generator), so a
+    resumed run restarts those streams: its continuation is then equal in distribution, not bit
+    for bit. The demo configs use none of them.
+    """
+    from mindspore import nn
+    found = []
+    for name, cell in model.cells_and_names():
+        if (isinstance(cell, nn.Dropout) or float(getattr(cell, 'drop_path_rate', 0) or 0) > 0
+                or float(getattr(cell, 'mask_ratio', 0) or 0) > 0):
+            found.append(name or type(cell).__name__)
+    return found
+
+
 def _state_entries(runner):
     entries = dict(runner.model.parameters_and_names())
     for name, param in optimizer_state(runner.optimizer, runner.model_param_names).items():
@@ -107,6 +162,7 @@ def _state_entries(runner):
         STATE_PREFIX + 'world_size': np.int64(runner.world_size),
         STATE_PREFIX + 'skipped_steps': np.int64(runner.skipped_steps),
     }
+    extra.update(_hook_entries(runner.hooks))
     return entries, extra
 
 
@@ -165,7 +221,9 @@ def _reshard(model, path, params, saved_world):
 
 
 def load_training_state(runner, path):
-    """Restore model, optimizer, loss scale, epoch, iteration and counters from ``path``.
+    """Restore model, optimizer, loss scale, epoch, iteration, counters and hook state from ``path``.
+
+    The hooks must already be built (``runner.hooks``); each gets its saved ``state_dict()``.
 
     A sharded head saved by a different number of ranks is re-sharded for this one.
     """
@@ -178,7 +236,7 @@ def load_training_state(runner, path):
         params = _reshard(runner.model, path, params, saved_world if saved_sharded else 1)
         if saved_world != runner.world_size:
             runner.log(f'{path}: sharded head re-sharded from {saved_world} to {runner.world_size} rank(s)')
-    model_params = {k: v for k, v in params.items() if not k.startswith((OPT_PREFIX, STATE_PREFIX))}
+    model_params = {k: v for k, v in params.items() if not k.startswith((OPT_PREFIX, STATE_PREFIX, HOOK_PREFIX))}
     load_state_into(runner.model, model_params, strict=True)
     opt_state = optimizer_state(runner.optimizer, runner.model_param_names)
     missing = [n for n in opt_state if OPT_PREFIX + n not in params]
@@ -203,6 +261,12 @@ def load_training_state(runner, path):
     runner.skipped_steps = int(scalar('skipped_steps'))
     runner.train_step.loss_scale.set_data(ms.Tensor(np.float32(scalar('loss_scale'))))
     runner.train_step.clean_steps.set_data(ms.Tensor(np.int32(scalar('loss_scale_clean_steps'))))
+    _restore_hooks(runner, params, path)
+    random_cells = unsaved_random_cells(runner.model)
+    if random_cells:
+        runner.log(f'note: {random_cells[:5]} draw from MindSpore random kernels whose state no checkpoint '
+                   f'holds (dropout, drop_path_rate, mask_ratio); the resumed run restarts those streams, so '
+                   f'it is not bit-identical to an uninterrupted one')
 
 
 def load_weights(model, path, log):

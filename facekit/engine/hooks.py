@@ -3,6 +3,10 @@
 A hook overrides any of ``before_run``, ``before_train_epoch``, ``after_train_iter``,
 ``after_train_epoch``, ``after_run``; each receives the Runner. ``runner.iter`` counts finished
 iterations and ``runner.epoch`` finished epochs, so ``after_train_iter`` sees ``iter >= 1``.
+
+A hook whose future behaviour depends on what it has seen (EvalHook's best scores) returns that
+in ``state_dict()``; every training checkpoint stores it and a resume hands it back through
+``load_state_dict()`` before ``before_run``, so a resumed run decides as the uninterrupted one.
 """
 import datetime
 import json
@@ -20,6 +24,18 @@ __all__ = ['Hook', 'LoggerHook', 'CheckpointHook', 'EvalHook', 'build_hooks']
 class Hook:
     """Base hook: every stage is a no-op; ``priority`` orders hooks (lower runs first)."""
     priority = 50
+
+    def state_dict(self):
+        """What decides this hook's future, as ``{key: float or float64 array}`` (default: nothing).
+
+        Saved in every training checkpoint (``hook_state.<HookClass>.<key>``); keys are plain
+        strings, dots allowed.
+        """
+        return {}
+
+    def load_state_dict(self, state):
+        """Restore ``state_dict()``'s output on resume (called after the hooks are built, before
+        ``before_run``). ``state`` is ``{}`` for a checkpoint this hook wrote nothing into."""
 
     def before_run(self, runner):
         """Called once before the first iteration (after resume)."""
@@ -212,12 +228,40 @@ class EvalHook(Hook):
         self.metric = metric
         self.final_eval = final_eval
         self.raw_pixel_floor = raw_pixel_floor
-        self.best = {}
+        self.best = {}      # evaluator name -> best value of its compared metric so far
+        self._evaluated_at = -1
+
+    def state_dict(self):
+        # without the best scores a resumed run overwrites best_<name>.ckpt with its first
+        # (possibly worse) evaluation
+        state = {f'best.{name}': float(value) for name, value in self.best.items()}
+        state['evaluated_at'] = float(self._evaluated_at)
+        return state
+
+    def load_state_dict(self, state):
+        self.best = {key[len('best.'):]: float(value) for key, value in state.items() if key.startswith('best.')}
+        self._evaluated_at = int(state.get('evaluated_at', -1))
+
+    def _due(self, runner):
+        if self.by_epoch:
+            return runner.iter % runner.iters_per_epoch == 0 and _every(runner.epoch, self.interval)
+        return _every(runner.iter, self.interval)
+
+    def before_run(self, runner):
+        # CheckpointHook (priority 70) writes iteration k's checkpoint before this hook evaluates
+        # iteration k, so a run resumed there has not seen that evaluation: replay it on the
+        # restored weights (the ones it ran on) so best scores and best_<name>.ckpt follow the
+        # uninterrupted run.
+        if runner.iter > 0 and self._evaluated_at < runner.iter and self._due(runner):
+            runner.log(f'resume: evaluating iteration {runner.iter} again (its checkpoint was written '
+                       f'before its evaluation)')
+            self._run(runner)
 
     def _run(self, runner):
         if not runner.evaluators or runner.last_eval_iter == runner.iter:
             return runner.eval_results
         results = runner.evaluate()
+        self._evaluated_at = runner.iter
         if runner.rank != 0 or not self.save_best:
             return results
         for ev in runner.evaluators:

@@ -225,7 +225,7 @@ class Runner:
         ckpt_io.save_training_state(self, path)
 
     def resume(self, path):
-        """Restore model, optimizer, loss scale, epoch and iteration from ``path``."""
+        """Restore model, optimizer, loss scale, epoch, iteration and hook state from ``path``."""
         ckpt_io.load_training_state(self, path)
         self.log(f'resumed from {path}: epoch {self.epoch}, iter {self.iter}')
 
@@ -338,6 +338,25 @@ class Runner:
         if self.cfg is not None and self.rank == 0:
             self.cfg.dump(osp.join(self.work_dir, osp.basename(self.cfg.filename or 'config.py')))
 
+    def _seed_iteration(self):
+        """Seed Python's ``random``, NumPy's global RNG and MindSpore's default generator from
+        (seed, iteration) before each step.
+
+        The rule is the same in an uninterrupted and a resumed run, so whatever draws from these
+        during iteration ``i`` (a hook, a generator-based MindSpore op) draws the same numbers
+        without their states being saved. No-op without a seed. Kernel-seeded MindSpore ops inside
+        the compiled step (``nn.Dropout``, ``ops.rand`` for drop-path and token masking) keep their
+        own state, which no API exposes: see ``engine.checkpoint.unsaved_random_cells``.
+        """
+        if self.seed is None:
+            return
+        import random
+        import mindspore as ms
+        s = np.random.SeedSequence([int(self.seed), self.iter]).generate_state(2)
+        random.seed(int(s[0]) << 32 | int(s[1]))
+        np.random.seed(s)
+        ms.default_generator.manual_seed(int(s[0]))
+
     def train(self):
         """Train until ``max_iters``; returns ``self.history`` [(iter, lr, loss), ...]."""
         import mindspore as ms
@@ -365,6 +384,7 @@ class Runner:
                     break
                 img, label = _to_numpy_batch(batch)
                 data_time = time.perf_counter() - t_data
+                self._seed_iteration()
                 lr = self.lr_schedule(self.iter)
                 t_step = time.perf_counter()
                 loss_t, finite_t = self.train_step(ms.Tensor(img), ms.Tensor(label), ms.Tensor(np.float32(lr)))
