@@ -119,7 +119,7 @@ class TrainStep(nn.Cell):
         self.state_names = [p.name for p in state]
         self.state_params = ms.ParameterTuple(state)
         self.state_backup = ms.ParameterTuple(
-            ms.Parameter(ms.Tensor(np.zeros(p.shape, ms.dtype_to_nptype(p.dtype))), name='health_backup.' + p.name,
+            ms.Parameter(ms.Tensor(np.zeros(p.shape, np.float32)).astype(p.dtype), name='health_backup.' + p.name,
                          requires_grad=False) for p in state)
         self.guard_state = len(state) > 0
 

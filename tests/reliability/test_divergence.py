@@ -96,6 +96,28 @@ def test_unhealthy_steps_are_counted_from_the_gradients_too(tmp_path):
     assert unhealthy_tail == 4
 
 
+def test_finite_loss_with_nonfinite_gradients_is_unhealthy_and_stops_the_run(tmp_path):
+    """The issue's case: the loss stays finite (frozen) while every gradient overflows."""
+    class Loud(ArrayLoader):     # large inputs: gradients of ~1e3 overflow float32 at a 3e38 loss scale
+        def __iter__(self):
+            for x, y in super().__iter__():
+                yield x * 1e3, y
+    ms.set_seed(3)
+    net = TinyRecognizer()
+    r = Runner(net, Loud(), SGD(net, lr=0.1), PolyLR(0.1, 24), 3, str(tmp_path), nan_patience=5, loss_scale=3e38,
+               hooks=[dict(type='CheckpointHook', interval=2, by_epoch=False)])
+    with pytest.raises(NonFiniteLossError) as e:
+        r.train()
+    r.close()
+    assert r.iter == 5 and r.skipped_steps == 5
+    assert all(np.isfinite(h[2]) for h in r.history)
+    msg = str(e.value)
+    assert 'ending at iteration 5' in msg and 'last finite loss' in msg and 'at iteration 5' in msg
+    assert 'no step was healthy' in msg
+    # the skipped steps changed nothing, so the checkpoints hold the initial, finite state
+    assert _assert_every_checkpoint_finite(tmp_path) == [str(tmp_path / 'iter_2.ckpt'), str(tmp_path / 'iter_4.ckpt')]
+
+
 def _bn(net):
     bn = net.backbone[1]
     return bn.moving_mean.asnumpy().copy(), bn.moving_variance.asnumpy().copy()
