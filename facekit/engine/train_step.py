@@ -122,6 +122,8 @@ class TrainStep(nn.Cell):
             ms.Parameter(ms.Tensor(np.zeros(p.shape, np.float32)).astype(p.dtype), name='health_backup.' + p.name,
                          requires_grad=False) for p in state)
         self.guard_state = len(state) > 0
+        # Ranks must agree: one rank's non-finite loss or BN statistics skips the step on all of them.
+        self.sum_ranks = ops.AllReduce() if self.use_reducer else None
 
     def construct(self, img, label, lr):
         lr_set = self.hyper_map(ops.partial(_assign_lr, lr), self.lr_params, self.lr_mults)
@@ -138,6 +140,10 @@ class TrainStep(nn.Cell):
         finite = ops.logical_and(all_finite(grads), ops.isfinite(loss).all())
         if self.guard_state:
             finite = ops.logical_and(finite, all_finite(self.state_params))
+        if self.use_reducer:
+            unhealthy_ranks = self.sum_ranks(ops.reshape(1.0 - finite.astype(ms.float32), (1,)))
+            finite = unhealthy_ranks.sum() < 0.5
+        if self.guard_state:
             loss = ops.depend(loss, self.hyper_map(ops.partial(_restore, finite), self.state_params,
                                                    self.state_backup))
         if self.use_clip:
