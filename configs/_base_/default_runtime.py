@@ -11,7 +11,7 @@ runtime = dict(
     loss_scale=None,        # None | 'dynamic' | a fixed number | dict(mode='dynamic', init_scale=65536, window=2000)
     clip_grad_norm=5.0,     # max global L2 norm of the clipped gradients (None: off); the reference clips at 5
     clip_prefixes=['backbone.'],  # whose gradients are clipped (the reference: backbone only)
-    nan_patience=20,        # stop after this many consecutive NaN/Inf losses
+    nan_patience=20,        # stop after this many consecutive unhealthy steps (NaN/Inf loss or gradients)
     jit_level=None,         # MindSpore graph compiler level (O0/O1/O2); None keeps MindSpore's default
 )
 work_dir = None             # default: work_dirs/<config file name>

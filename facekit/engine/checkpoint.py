@@ -18,13 +18,13 @@ import re
 
 import numpy as np
 
-from ..utils.checkpoint import load_checkpoint, load_state_into, save_checkpoint
+from ..utils.checkpoint import load_checkpoint, load_state_into, nonfinite_entries, save_checkpoint, temp_path
 from . import dist
 from .optim import optimizer_state
 
 __all__ = ['PERIODIC_NAME', 'periodic_name', 'is_periodic', 'list_periodic', 'find_latest_checkpoint',
            'checkpoint_files', 'save_training_state', 'load_training_state', 'load_weights', 'unsaved_random_cells',
-           'OPT_PREFIX', 'STATE_PREFIX', 'HOOK_PREFIX']
+           'OPT_PREFIX', 'STATE_PREFIX', 'HOOK_PREFIX', 'NonFiniteStateError']
 
 PERIODIC_NAME = re.compile(r'(epoch|iter)_(\d+)\.ckpt$')
 OPT_PREFIX = 'optimizer.'
@@ -166,25 +166,51 @@ def _state_entries(runner):
     return entries, extra
 
 
+class NonFiniteStateError(ValueError):
+    """The training state holds NaN/Inf values, so it was not written; ``names`` lists the entries."""
+
+    def __init__(self, message, names):
+        super().__init__(message)
+        self.names = list(names)
+
+
 def save_training_state(runner, path):
     """Write the runner's full training state to ``path`` atomically (every rank must call this).
 
     Replicated parameters are identical on every rank, so rank 0's file holds them; each other rank
     of a sharded head writes its head rows and their optimizer state to ``<path>.rank<R>.ckpt``.
     A periodic checkpoint also becomes ``last_checkpoint``.
+
+    A state holding NaN/Inf (model parameters, BN statistics, optimizer state, loss scale) is never
+    written: ``NonFiniteStateError`` names the non-finite entries. Each rank checks everything it
+    holds (the replicated state and its own head rows), so all ranks refuse together.
     """
     entries, extra = _state_entries(runner)
+    bad = [name for name, _, _ in nonfinite_entries({**entries, **extra}.items())]
+    if bad:
+        last = find_latest_checkpoint(runner.work_dir)
+        raise NonFiniteStateError(
+            f'checkpoint {path} not written: NaN/Inf in {len(bad)} of {len(entries) + len(extra)} state entries '
+            f'({", ".join(bad[:6])}{", ..." if len(bad) > 6 else ""}) at iteration {runner.iter}; '
+            f'last good checkpoint: {last or "none written yet"}', bad)
+    last_good = find_latest_checkpoint(osp.dirname(osp.abspath(path)))
     if runner.rank == 0:
-        save_checkpoint(entries, path, extra=extra)
+        save_checkpoint(entries, path, extra=extra, last_good=last_good)
         if is_periodic(path):
-            tmp = osp.join(osp.dirname(path), f'.{LAST_MARKER}.tmp')
-            with open(tmp, 'w', encoding='utf-8') as f:
-                f.write(osp.basename(path))
-            os.replace(tmp, osp.join(osp.dirname(path), LAST_MARKER))
+            marker = osp.join(osp.dirname(path), LAST_MARKER)
+            tmp = temp_path(marker)[:-len('.ckpt')]     # .last_checkpoint.tmp-<pid>
+            try:
+                with open(tmp, 'w', encoding='utf-8') as f:
+                    f.write(osp.basename(path))
+                os.replace(tmp, marker)
+            finally:
+                if osp.exists(tmp):
+                    os.remove(tmp)
     else:
         keys = _head_sharded_keys(runner.model, entries)
         if keys:
-            save_checkpoint({k: entries[k] for k in keys}, _rank_file(path, runner.rank), extra=extra)
+            save_checkpoint({k: entries[k] for k in keys}, _rank_file(path, runner.rank), extra=extra,
+                            last_good=last_good)
     dist.barrier()
 
 

@@ -16,6 +16,7 @@ import sys
 import time
 
 from ..registry import HOOKS
+from ..utils.checkpoint import remove_stale_temp_files
 from . import checkpoint as ckpt_io
 
 __all__ = ['Hook', 'LoggerHook', 'CheckpointHook', 'EvalHook', 'build_hooks']
@@ -142,7 +143,10 @@ class CheckpointHook(Hook):
     """Save the full training state every ``interval`` epochs (or iterations), keep the last K.
 
     Files: ``work_dir/epoch_{E}.ckpt`` or ``iter_{I}.ckpt``, and ``work_dir/last_checkpoint``
-    (a text file naming the newest one, read by ``resume='auto'``). Writes are atomic.
+    (a text file naming the newest one, read by ``resume='auto'``). Writes are atomic; at the start
+    (rank 0) temporary files of earlier, crashed writes are removed. A state holding NaN/Inf is
+    never written: the refusal is logged and the run stops with ``NonFiniteLossError``. Rotation
+    removes the oldest periodic checkpoints, never the one just written (the newest healthy one).
 
     Args:
         interval: epochs (``by_epoch``) or iterations between saves.
@@ -161,25 +165,35 @@ class CheckpointHook(Hook):
         self._saved_iter = -1
 
     def before_run(self, runner):
+        if runner.rank == 0:
+            started = getattr(runner, 'run_started_at', None) or time.time()
+            for f in remove_stale_temp_files(runner.work_dir, started):
+                runner.log(f'removed {f}: temporary file of an interrupted checkpoint write')
         # Periodic checkpoints already in work_dir (a resumed run) count toward max_keep_ckpts.
         self._saved = ckpt_io.list_periodic(runner.work_dir)
         self._saved_iter = runner.iter if self._saved else -1
 
     def _save(self, runner, by_epoch, count):
-        name = ckpt_io.periodic_name(by_epoch, count)
-        if runner.last and not runner.last['finite_loss']:
-            # Never replace a good checkpoint with the state of a diverging run.
-            runner.log(f'checkpoint {name} not written: the last loss was not finite')
-            return
-        path = osp.join(runner.work_dir, name)
-        runner.save_checkpoint(path)
+        # The state after an unhealthy (skipped) step is the last healthy state, so it may be
+        # written; save_training_state refuses any state holding NaN/Inf.
+        path = osp.join(runner.work_dir, ckpt_io.periodic_name(by_epoch, count))
+        try:
+            runner.save_checkpoint(path)
+        except ckpt_io.NonFiniteStateError as e:
+            runner.log(str(e))
+            runner.stop_nonfinite(reason=f'the training state holds NaN/Inf in {", ".join(e.names[:6])} '
+                                         f'(checkpoint {osp.basename(path)} not written)')
         self._saved_iter = runner.iter
         if path in self._saved:
             self._saved.remove(path)
         self._saved.append(path)
         if runner.rank == 0 and self.max_keep_ckpts > 0:
             while len(self._saved) > self.max_keep_ckpts:
-                for f in ckpt_io.checkpoint_files(self._saved.pop(0)):
+                old = self._saved.pop(0)
+                if old == path:       # never the newest healthy checkpoint
+                    self._saved.append(old)
+                    break
+                for f in ckpt_io.checkpoint_files(old):
                     if osp.exists(f):
                         os.remove(f)
 

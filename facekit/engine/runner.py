@@ -33,7 +33,9 @@ __all__ = ['Runner', 'NonFiniteLossError', 'default_hooks', 'build_train_dataloa
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss stayed NaN/Inf for ``nan_patience`` consecutive steps."""
+    """Training diverged: ``nan_patience`` consecutive unhealthy steps (NaN/Inf loss or gradients),
+    or a training state holding NaN/Inf at a checkpoint. The message (one line) names the
+    iteration, the last finite loss and the last good checkpoint."""
 
 
 def _to_numpy_batch(batch):
@@ -62,7 +64,8 @@ class Runner:
         loss_scale: see ``amp.parse_loss_scale``.
         clip_grad_norm: max global norm of the clipped gradients (None: no clipping).
         clip_prefixes: parameter-name prefixes clipped (default the backbone, as the reference).
-        nan_patience: stop after this many consecutive non-finite losses.
+        nan_patience: stop after this many consecutive unhealthy steps (NaN/Inf loss or gradients;
+            each is skipped, see ``TrainStep``).
         batch_size: per-rank batch size (for samples/sec); default read from the dataloader.
         seed: stored in checkpoints.
         cfg: the Config; dumped to ``work_dir``. With ``model=None`` the training components are
@@ -93,6 +96,10 @@ class Runner:
         self.iter = 0
         self.skipped_steps = 0
         self.stopped_on_nonfinite = False
+        self.run_started_at = None
+        self._bad_run = 0               # consecutive unhealthy steps
+        self._last_healthy = None       # (iter, lr, loss) of the newest healthy step
+        self._last_finite = None        # (iter, loss) of the newest finite loss
         self.last_eval_iter = -1
         self.last = {}
         self.history = []           # (iter, lr, loss) of every step, for tests and plots
@@ -360,14 +367,13 @@ class Runner:
     def train(self):
         """Train until ``max_iters``; returns ``self.history`` [(iter, lr, loss), ...]."""
         import mindspore as ms
-        t_start = time.time()
+        t_start = self.run_started_at = time.time()
         self._start()
         self.model.set_train(True)
         self.call_hooks('before_run')
         self.log(f'training: {self.max_iters} iterations ({self.max_epochs} epochs x {self.iters_per_epoch}), '
                  f'batch {self.batch_size} x {self.world_size} rank(s), mode {self.mode}, work_dir {self.work_dir}')
-        bad_run = 0
-        last_good = None
+        self._bad_run = 0
         while self.iter < self.max_iters:
             epoch = self.iter // self.iters_per_epoch
             self.epoch = epoch
@@ -392,20 +398,23 @@ class Runner:
                 finite = bool(finite_t.asnumpy())
                 step_time = time.perf_counter() - t_step
                 finite_loss = math.isfinite(loss)
-                if not finite:
+                healthy = finite and finite_loss
+                if not healthy:
                     self.skipped_steps += 1
                 self.iter += 1
                 self.last = dict(iter=self.iter, lr=lr, loss=loss, finite_loss=finite_loss, grads_finite=finite,
-                                 data_time=data_time, step_time=step_time,
+                                 healthy=healthy, data_time=data_time, step_time=step_time,
                                  loss_scale=float(self.train_step.loss_scale.asnumpy()))
                 self.history.append((self.iter, lr, loss))
                 if finite_loss:
-                    bad_run = 0
-                    last_good = (self.iter, lr, loss)
+                    self._last_finite = (self.iter, loss)
+                if healthy:
+                    self._bad_run = 0
+                    self._last_healthy = (self.iter, lr, loss)
                 else:
-                    bad_run += 1
-                    if bad_run >= self.nan_patience:
-                        self._stop_nonfinite(bad_run, last_good)
+                    self._bad_run += 1
+                    if self._bad_run >= self.nan_patience:
+                        self.stop_nonfinite()
                 if self.iter == (epoch + 1) * self.iters_per_epoch:
                     self.epoch = epoch + 1
                 self.call_hooks('after_train_iter')
@@ -421,17 +430,28 @@ class Runner:
         dist.barrier()
         return self.history
 
-    def _stop_nonfinite(self, bad_run, last_good):
+    def stop_nonfinite(self, reason=None):
+        """End the run: log and raise ``NonFiniteLossError`` (one line) after the ``after_run`` hooks.
+
+        ``reason`` overrides the default cause (``nan_patience`` consecutive unhealthy steps).
+        """
         self.stopped_on_nonfinite = True
         ckpt = ckpt_io.find_latest_checkpoint(self.work_dir)
-        where = f'last good checkpoint: {ckpt}' if ckpt else 'no checkpoint was written yet'
-        if last_good:
-            good = f'last finite loss {last_good[2]:.5f} at iteration {last_good[0]} (lr {last_good[1]:.4e})'
+        where = f'last good checkpoint: {ckpt}' if ckpt else 'no checkpoint was written'
+        if self._last_finite:
+            good = f'last finite loss {self._last_finite[1]:.5f} at iteration {self._last_finite[0]}'
+            if self._last_healthy and self._last_healthy[0] != self._last_finite[0]:
+                good += f' (last healthy step: iteration {self._last_healthy[0]})'
+            elif not self._last_healthy:
+                good += ' (no step was healthy: its gradients were NaN/Inf)'
         else:
             good = 'no finite loss was ever seen'
-        msg = (f'loss was NaN/Inf for {bad_run} consecutive steps, ending at iteration {self.iter} '
-               f'(epoch {self.epoch + 1}); {good}; {where}. Those steps were skipped (weights unchanged). '
-               f'Lower optimizer.lr, enable runtime.clip_grad_norm or check the data.')
+        if reason is None:
+            reason = (f'{self._bad_run} consecutive unhealthy steps (NaN/Inf loss or gradients; each skipped, '
+                      f'weights and BN statistics unchanged)')
+        msg = (f'training diverged: {reason}, ending at iteration {self.iter} (epoch {self.epoch + 1}); {good}; '
+               f'{where}. Lower optimizer.lr, enable runtime.clip_grad_norm or check the data.')
+        msg = ' '.join(msg.split())     # one line
         self.log(msg)
         self.call_hooks('after_run')
         raise NonFiniteLossError(msg)

@@ -1,7 +1,12 @@
-"""The compiled training step: loss, scaled gradients, all-reduce, overflow skip, clipping, update.
+"""The compiled training step: loss, scaled gradients, all-reduce, health check, clipping, update.
 
 ``TrainStep`` is one ``nn.Cell``; in graph mode MindSpore compiles the whole step (forward,
 backward, gradient reduction, clipping and the optimizer update) into one graph.
+
+A step is *healthy* when the loss, every gradient and the forward-updated state (BatchNorm moving
+statistics and any other non-trainable model parameter a forward writes, e.g. AdaFace's norm
+statistics) are finite. An unhealthy step changes nothing but the loss scale: the update is
+skipped and the forward-updated state is put back to its value before the step.
 """
 import numpy as np
 
@@ -29,6 +34,19 @@ def _clip_masked_fn(factor, grad, mask):
 
 
 _assign_lr = ops.MultitypeFuncGraph('assign_lr')
+_backup = ops.MultitypeFuncGraph('backup')
+_restore = ops.MultitypeFuncGraph('restore')
+
+
+@_backup.register('Tensor', 'Tensor')
+def _backup_fn(backup, param):
+    return ops.assign(backup, param)
+
+
+@_restore.register('Tensor', 'Tensor', 'Tensor')
+def _restore_fn(healthy, param, backup):
+    # one select instead of a branch per parameter: keep the new value on a healthy step
+    return ops.assign(param, ops.select(healthy.broadcast_to(param.shape), param, backup))
 
 
 @_assign_lr.register('Tensor', 'Tensor', 'Tensor')
@@ -56,9 +74,11 @@ class TrainStep(nn.Cell):
     ``construct(img, label, lr)`` (``lr`` a float32 scalar Tensor: the schedule's base lr for this
     step, written into every parameter group's lr times its multiplier inside the graph; a
     host-side ``Parameter.set_data`` after compilation is not seen by the compiled graph)
-    returns ``(loss, finite)``: the unscaled loss (float32 scalar) and
-    whether every gradient was finite (bool scalar; when False the update was skipped and a
-    dynamic scale was divided by its factor). The current scale is ``self.loss_scale``.
+    returns ``(loss, finite)``: the unscaled loss (float32 scalar) and whether the step was
+    healthy (bool scalar: loss, gradients and forward-updated state all finite; when False the
+    update was skipped, the forward-updated state restored and a dynamic scale divided by its
+    factor). The current scale is ``self.loss_scale``. ``self.state_names`` lists the restored
+    parameters (the model's non-trainable ones).
     """
 
     def __init__(self, model, optimizer, loss_scale, clip_grad_norm=None, clip_prefixes=('backbone.',),
@@ -93,10 +113,23 @@ class TrainStep(nn.Cell):
         mults = [g['lr_mult'] for g in getattr(optimizer, 'facekit_groups', [dict(lr_mult=1.0)] * len(lr_params))]
         self.lr_params = ms.ParameterTuple(lr_params)
         self.lr_mults = tuple(ms.Tensor(np.float32(m)) for m in mults)
+        # State a forward may write (BN moving statistics, EMA buffers of losses): copied into a
+        # shadow parameter before the forward, copied back when the step is unhealthy.
+        state = [p for p in model.get_parameters() if not p.requires_grad]
+        self.state_names = [p.name for p in state]
+        self.state_params = ms.ParameterTuple(state)
+        self.state_backup = ms.ParameterTuple(
+            ms.Parameter(ms.Tensor(np.zeros(p.shape, np.float32)).astype(p.dtype), name='health_backup.' + p.name,
+                         requires_grad=False) for p in state)
+        self.guard_state = len(state) > 0
+        # Ranks must agree: one rank's non-finite loss or BN statistics skips the step on all of them.
+        self.sum_ranks = ops.AllReduce() if self.use_reducer else None
 
     def construct(self, img, label, lr):
         lr_set = self.hyper_map(ops.partial(_assign_lr, lr), self.lr_params, self.lr_mults)
         img = ops.depend(img, lr_set)
+        if self.guard_state:
+            img = ops.depend(img, self.hyper_map(_backup, self.state_backup, self.state_params))
         scale = self.loss_scale
         loss = self.model(img, label)
         sens = ops.fill(loss.dtype, loss.shape, 1.0) * scale.astype(loss.dtype)
@@ -104,7 +137,15 @@ class TrainStep(nn.Cell):
         if self.use_reducer:
             grads = self.grad_reducer(grads)
         grads = self.hyper_map(ops.partial(_scale_grad, 1.0 / scale), grads)
-        finite = all_finite(grads)
+        finite = ops.logical_and(all_finite(grads), ops.isfinite(loss).all())
+        if self.guard_state:
+            finite = ops.logical_and(finite, all_finite(self.state_params))
+        if self.use_reducer:
+            unhealthy_ranks = self.sum_ranks(ops.reshape(1.0 - finite.astype(ms.float32), (1,)))
+            finite = unhealthy_ranks.sum() < 0.5
+        if self.guard_state:
+            loss = ops.depend(loss, self.hyper_map(ops.partial(_restore, finite), self.state_params,
+                                                   self.state_backup))
         if self.use_clip:
             sq = self.hyper_map(_sq_masked, grads, self.clip_masks)
             norm = ops.sqrt(ops.addn(sq))

@@ -3,11 +3,23 @@
 A checkpoint is a MindSpore ``.ckpt`` file. Model parameters keep the names of
 ``cell.parameters_and_names()`` (``backbone.*``, ``head.*`` for a FaceRecognizer); ``extra``
 entries (epoch, iteration, loss scale, optimizer moments ...) are stored beside them.
+
+A write goes to ``.<name>.tmp-<pid>.ckpt`` in the destination folder (MindSpore itself first
+writes ``.<name>.tmp-<pid>.tmp`` and renames it), then replaces ``<name>``. A failed write removes
+both temporary files; a killed one leaves them for ``remove_stale_temp_files`` at the next start.
 """
+import errno
 import os
 import os.path as osp
+import re
+import shutil
 
 import numpy as np
+
+# facekit's temporary files: `.iter_8.ckpt.tmp-1234.ckpt`, `.iter_8.ckpt.tmp-1234.tmp` (MindSpore's
+# own temporary name for the former), `.last_checkpoint.tmp-1234` (engine.checkpoint's marker).
+TEMP_NAME = re.compile(r'^\.(?P<target>.+\.ckpt|last_checkpoint)\.tmp-(?P<pid>\d+)(\.ckpt|\.tmp)?$')
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
 class CheckpointMismatchError(ValueError):
@@ -39,6 +51,74 @@ def nonfinite_entries(named_values):
     return out
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (e.g. the disk is full); no partial file is left and the
+    file previously at the destination, if any, is untouched. ``errno`` is the cause's."""
+
+    def __init__(self, message, cause_errno=None):
+        super().__init__(message)
+        self.errno = cause_errno
+
+
+def temp_path(path, pid=None):
+    """The temporary file ``save_checkpoint`` writes before renaming it to ``path``."""
+    path = str(path)
+    return osp.join(osp.dirname(osp.abspath(path)), f'.{osp.basename(path)}.tmp-{pid or os.getpid()}.ckpt')
+
+
+def _remove_quietly(*paths):
+    for p in paths:
+        try:
+            os.remove(p)
+        except FileNotFoundError:
+            pass
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temp_files(folder, started_at):
+    """Remove facekit's temporary checkpoint files left in ``folder`` by earlier, crashed writes.
+
+    A temporary file is stale when the process that wrote it is gone (or is this one: nothing is
+    being written when this is called at start-up) or when it is older than ``started_at`` (epoch
+    seconds, this run's start). Other files are never touched. Returns the removed paths.
+    """
+    removed = []
+    if not osp.isdir(folder):
+        return removed
+    for name in os.listdir(folder):
+        m = TEMP_NAME.match(name)
+        if m is None:
+            continue
+        path = osp.join(folder, name)
+        pid = int(m.group('pid'))
+        try:
+            stale = pid == os.getpid() or not _pid_alive(pid) or osp.getmtime(path) < started_at
+            if stale and osp.isfile(path):
+                os.remove(path)
+                removed.append(path)
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+def _nbytes(entries):
+    """Bytes of the tensors in ``entries`` (about the size of the checkpoint file)."""
+    return sum(int(e['data'].nbytes) for e in entries)
+
+
+def _mb(n):
+    return f'{n / 2 ** 20:.1f} MiB'
+
+
 def _as_save_list(params_or_cell):
     import mindspore as ms
     if isinstance(params_or_cell, ms.nn.Cell):
@@ -57,14 +137,17 @@ def _as_save_list(params_or_cell):
     return out
 
 
-def save_checkpoint(params_or_cell, path, extra=None):
+def save_checkpoint(params_or_cell, path, extra=None, last_good=None):
     """Write a checkpoint atomically: a temporary file in the same folder, then rename.
 
     Args:
         params_or_cell: an ``nn.Cell``, a dict name -> Parameter/Tensor/ndarray, or (name, value) pairs.
         path: destination ``.ckpt`` path; its folder is created.
         extra: dict name -> scalar, ndarray or Tensor stored alongside (e.g. ``{'epoch': 3}``).
-    An interruption leaves either the previous file or the new one, never half of one.
+        last_good: the newest good checkpoint of this run, named in the error when the write fails.
+    An interruption leaves either the previous file or the new one, never half of one. A failure
+    removes the temporary files; a full disk (ENOSPC/EDQUOT) raises ``CheckpointWriteError`` naming
+    the checkpoint, the space it needs and the space available, and ``last_good``.
     """
     import mindspore as ms
     path = str(path)
@@ -77,13 +160,22 @@ def save_checkpoint(params_or_cell, path, extra=None):
         if clash:
             raise ValueError(f'extra keys {clash} clash with parameter names in checkpoint {path}')
         entries += _as_save_list(extra)
-    tmp = osp.join(folder, f'.{osp.basename(path)}.tmp-{os.getpid()}.ckpt')
+    tmp = temp_path(path)
+    ms_tmp = osp.splitext(tmp)[0] + '.tmp'     # MindSpore writes here, then renames to tmp
     try:
         ms.save_checkpoint(entries, tmp)
         os.replace(tmp, path)
-    finally:
-        if osp.exists(tmp):
-            os.remove(tmp)
+    except BaseException as e:
+        _remove_quietly(tmp, ms_tmp)
+        if isinstance(e, OSError) and e.errno in _NO_SPACE:
+            free = shutil.disk_usage(folder).free
+            previous = f'the previous {path} is untouched; ' if osp.isfile(path) else ''
+            good = f'last good checkpoint: {last_good}' if last_good else 'no earlier checkpoint of this run'
+            raise CheckpointWriteError(
+                f'cannot write checkpoint {path}: no space left on device ({os.strerror(e.errno)}): it needs '
+                f'{_mb(_nbytes(entries))}, {_mb(free)} free in {folder}; nothing was written, '
+                f'{previous}{good}', e.errno) from e
+        raise
     return path
 
 
