@@ -35,7 +35,9 @@ model = dict(type='FaceRecognizer',
 optimizer = dict(type='AdamW', lr=2e-3, weight_decay=0.05)
 lr_schedule = dict(type='ConstantLR')
 train_cfg = dict(max_epochs=3)
-runtime = dict(device_target='CPU', seed=0, loss_scale=dict(mode='dynamic', init_scale={INIT_SCALE!r}, window=3))
+# nan_patience above the number of overflow skips: each skipped step counts toward the divergence guard
+runtime = dict(device_target='CPU', seed=0, nan_patience=100,
+               loss_scale=dict(mode='dynamic', init_scale={INIT_SCALE!r}, window=3))
 hooks = [dict(type='LoggerHook', interval=1, progress_bar=False),
          dict(type='CheckpointHook', interval=4, by_epoch=False, max_keep_ckpts=0)]
 # no random flip: every random draw of the run is then seeded by (seed, epoch) or fixed at build

@@ -80,7 +80,7 @@ def embeddings(setup, flip):
 
 
 def reported(stdout, name, kind):
-    return re.search(rf'^\[{name}\]{kind}: ([0-9.]+\+-[0-9.]+)', stdout, re.M).group(1)
+    return re.search(rf'\[{name}\]{kind}: ([0-9.]+\+-[0-9.]+)', stdout).group(1)
 
 
 def test_no_flip_embeds_the_original_images_only(setup):
@@ -92,7 +92,8 @@ def test_no_flip_embeds_the_original_images_only(setup):
     expected = verification_metrics(*embeddings(setup, flip=False))
     assert r['fold_accuracies'] == pytest.approx(expected['fold_accuracies'])
     assert r['accuracy'] == r['accuracy_noflip']
-    assert reported(stdout, 'lfw', 'Accuracy-Flip') == reported(stdout, 'lfw', 'Accuracy')
+    assert re.search(r'\[lfw\]Accuracy-Flip: n/a \(no flip test\)', stdout), stdout
+    assert reported(stdout, 'lfw', 'Accuracy') is not None
     # the flip-summed protocol gives different distances on these pairs: the option changed something
     flipped = verification_metrics(*embeddings(setup, flip=True))
     assert not np.allclose(flipped['fold_thresholds'], expected['fold_thresholds']) \

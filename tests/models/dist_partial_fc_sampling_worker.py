@@ -43,6 +43,8 @@ def main(out_dir):
     from facekit.models.heads import PartialFCHead
     from facekit.registry import LOSSES
     rank, world = get_rank(), get_group_size()
+    from facekit.utils.dist import set_dist_state
+    set_dist_state(rank, world)                 # this script initialises communication itself
     weight, emb, labels = problem()
     head = PartialFCHead(embedding_size=E, num_classes=C, sample_rate=RATE)
     head.weight.set_data(Tensor(weight[head.class_start:head.class_start + head.num_local]))
