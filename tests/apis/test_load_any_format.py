@@ -276,3 +276,24 @@ def test_convert_weights_from_onnx_checks_parity_and_loads(files, tmp_path):
     assert '(onnx)' in proc.stdout and 'checked: ' in proc.stdout and 'parity on 2 random faces' in proc.stdout
     _assert_same_embeddings(build_backbone(files['cfg'], str(out))(ms.Tensor(X)).asnumpy(),
                             build_backbone(files['cfg'], files['ckpt'])(ms.Tensor(X)).asnumpy())
+
+
+def test_converted_parameters_are_loaded_and_checked(files, monkeypatch):
+    """Whatever an importer returns is what the backbone holds, and NaN in it is refused with the file named
+    (a stand-in importer: the pth/mindface ones return such dicts without touching the backbone)."""
+    import facekit.apis.weight_import as wi
+    from facekit.apis import load_backbone_weights
+    from facekit.utils.checkpoint import NonFiniteCheckpointError
+    source = _randomize(BACKBONES.build(dict(type='_apis_test_tiny', embedding_size=8)), seed=5)
+    params = {n: p.asnumpy() for n, p in source.parameters_and_names()}
+    monkeypatch.setattr(wi, 'detect_format', lambda path: 'pytorch')
+    monkeypatch.setattr(wi, 'import_weights', lambda path, backbone, input_size=112: (
+        dict(params), dict(format='pytorch', checked='names and shapes')))
+    net = BACKBONES.build(dict(type='_apis_test_tiny', embedding_size=8))
+    info = load_backbone_weights(net, 'backbone.pth')
+    assert info == dict(format='pytorch', checked='names and shapes', prefix='')
+    for name, p in net.parameters_and_names():
+        np.testing.assert_array_equal(p.asnumpy(), params[name])
+    params['fc.weight'] = np.full_like(params['fc.weight'], np.nan)
+    with pytest.raises(NonFiniteCheckpointError, match=r'backbone\.pth.*fc\.weight'):
+        load_backbone_weights(net, 'backbone.pth')
