@@ -297,3 +297,29 @@ def test_converted_parameters_are_loaded_and_checked(files, monkeypatch):
     params['fc.weight'] = np.full_like(params['fc.weight'], np.nan)
     with pytest.raises(NonFiniteCheckpointError, match=r'backbone\.pth.*fc\.weight'):
         load_backbone_weights(net, 'backbone.pth')
+
+
+def test_docs_name_checkpoints_facekit_writes_and_hold_the_reference_table():
+    """README/docs name only checkpoint files a run writes (epoch_<max_epochs>.ckpt of that config, never
+    latest.ckpt); model_zoo.md holds the 14 reference rows and commands whose tools, configs and backbones exist."""
+    import glob
+    import re
+    docs = [osp.join(ROOT, 'README.md')] + sorted(glob.glob(osp.join(ROOT, 'docs', '*.md')))
+    for path in docs:
+        text = open(path, encoding='utf-8').read()
+        assert 'latest.ckpt' not in text, path
+        for cfg, n in re.findall(r'work_dirs/(\w+)/epoch_(\d+)\.ckpt', text):
+            max_epochs = Config.fromfile(osp.join(ROOT, 'configs', 'arcface', f'{cfg}.py')).train_cfg.max_epochs
+            assert int(n) == max_epochs, (path, cfg, n, max_epochs)
+    zoo = open(osp.join(ROOT, 'docs', 'model_zoo.md'), encoding='utf-8').read()
+    rows = re.findall(r'^\| (CASIA-WebFace|MS1MV2) \| (\S+) \|(?: \d\.\d{5}\+-\d\.\d{5} \|){5}$', zoo, re.M)
+    assert len(rows) == 14
+    for train_set, backbone in rows:
+        name = {'mobilefacenet-0.45g': 'mbf'}.get(backbone, backbone)
+        assert osp.isfile(osp.join(ROOT, 'configs', 'arcface', f"{name}_{'casia' if 'CASIA' in train_set else 'ms1mv2'}.py"))
+    for tool, src, target in re.findall(r'^python (tools/\w+\.py) (\S+) (\S+)', zoo, re.M):
+        assert osp.isfile(osp.join(ROOT, tool)), tool
+        if tool.endswith('convert_weights.py'):
+            assert target in BACKBONES, target
+        else:
+            assert osp.isfile(osp.join(ROOT, src)), src
