@@ -1,6 +1,6 @@
 """Face embeddings from images: ``FaceEmbedder`` (build once, call many times) and ``infer()``.
 
-    >>> emb = FaceEmbedder('configs/arcface/r50_casia.py', 'work_dirs/r50_casia/latest.ckpt')
+    >>> emb = FaceEmbedder('configs/arcface/r50_casia.py', 'work_dirs/r50_casia/epoch_20.ckpt')
     >>> feats = emb.embed(['a.jpg', 'b.jpg'])          # (2, 512) float32, L2-normalized
     >>> emb.compare('a.jpg', 'b.jpg')                   # cosine similarity in [-1, 1]
 """
@@ -33,8 +33,9 @@ class FaceEmbedder:
 
     Args:
         config: config file path, ``Config`` or dict (full experiment or bare backbone dict).
-        checkpoint: ``.ckpt`` path (a FaceRecognizer checkpoint or a bare backbone one), or None
-            for random weights (a warning; for tests and benchmarks only).
+        checkpoint: a weights file: a facekit ``.ckpt`` (FaceRecognizer or bare backbone), an
+            arcface_torch ``.pth``, a mindface ``.ckpt`` or an ONNX model (converted in memory, see
+            ``build_backbone``), or None for random weights (a warning; for tests and benchmarks only).
         device_target: 'CPU' | 'GPU' | 'Ascend' | 'auto'.
         batch_size: images per forward pass.
         flip: default for ``embed(flip=...)``: add the horizontally flipped image's embedding
@@ -195,7 +196,7 @@ def infer(img, backbone='iresnet50', num_features=512, pretrained=False, device_
         img: NumPy array or ``mindspore.Tensor`` (values 0..255), or an image path / list of paths.
         backbone: registered backbone name (``iresnet50``, ``mobilefacenet``, ``vit_t`` ...).
         num_features: embedding size.
-        pretrained: checkpoint path, or False for random weights.
+        pretrained: weights file of any format ``FaceEmbedder`` takes, or False for random weights.
         device_target: 'CPU' | 'GPU' | 'Ascend' | 'auto'.
     """
     key = (backbone, int(num_features), pretrained or None, device_target)

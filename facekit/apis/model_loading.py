@@ -1,7 +1,11 @@
-"""Build an inference backbone from a config and a checkpoint.
+"""Build an inference backbone from a config and a weights file of any format facekit knows.
 
 Inference needs only the backbone: the classification head of a training checkpoint can be
 hundreds of MB (85,742 x 512 for MS1MV2) and is never built here.
+
+A facekit ``.ckpt`` loads by name under the strict rules of ``load_backbone_weights``; the other
+formats (an arcface_torch ``backbone.pth``, a mindface ``.ckpt``, an ONNX model) are converted in
+memory by ``facekit.apis.weight_import.import_weights``, so no file is written.
 """
 import os
 import os.path as osp
@@ -54,21 +58,46 @@ def checkpoint_prefix(param_dict):
     return BACKBONE_PREFIX if any(k.startswith(BACKBONE_PREFIX) for k in param_dict) else ''
 
 
-def load_backbone_weights(backbone, checkpoint):
-    """Load a checkpoint's backbone parameters into ``backbone``.
+def load_backbone_weights(backbone, checkpoint, input_size=112):
+    """Load weights into ``backbone``: a facekit checkpoint by name, any other known format converted.
 
-    Every backbone parameter must be present with the right shape (``CheckpointMismatchError``
-    otherwise). A FaceRecognizer checkpoint's ``head.*`` entries and stored scalars (epoch, ...)
-    are ignored, but a ``backbone.*`` entry the backbone lacks is an error (an r100 checkpoint
-    must not load into an r50 silently); in a bare-backbone checkpoint, names the backbone
-    lacks give a warning.
+    A facekit checkpoint must hold every backbone parameter with the right shape
+    (``CheckpointMismatchError`` otherwise). A FaceRecognizer checkpoint's ``head.*`` entries and
+    stored scalars (epoch, ...) are ignored, but a ``backbone.*`` entry the backbone lacks is an
+    error (an r100 checkpoint must not load into an r50 silently); in a bare-backbone checkpoint,
+    names the backbone lacks give a warning. Other formats (see ``weight_import.detect_format``)
+    are converted by their importer, which maps every backbone parameter or raises.
 
     Args:
         backbone: the ``nn.Cell`` to fill.
-        checkpoint: path to a ``.ckpt`` file, or a dict name -> Parameter already loaded.
+        checkpoint: path to a weights file (format detected from its content), or a dict
+            name -> Parameter already loaded from a facekit checkpoint.
+        input_size: the backbone's input side in pixels (an ONNX graph is traced at this size).
     Returns:
-        the prefix that was stripped (``'backbone.'`` or ``''``).
+        dict: ``format`` ('facekit', 'pytorch', 'mindface', 'onnx'), ``checked`` (a sentence: what
+        was verified against the source), ``prefix`` (stripped from a facekit checkpoint's names),
+        plus the importer's own entries (``input_affine`` for ONNX, ...).
     """
+    if isinstance(checkpoint, (str, os.PathLike)):
+        from .weight_import import detect_format, import_weights
+        path = os.fspath(checkpoint)
+        if detect_format(path) != 'facekit':
+            from ..utils.checkpoint import load_state_into
+            params, info = import_weights(path, backbone, input_size=input_size)
+            load_state_into(backbone, params, strict=True)
+            _check_finite_backbone(backbone, path, '')
+            info = dict(info)
+            info.setdefault('checked', f"converted from {info['format']}: every parameter of "
+                                       f'{type(backbone).__name__} mapped with its shape')
+            info.setdefault('prefix', '')
+            return info
+    prefix = _load_facekit_checkpoint(backbone, checkpoint)
+    return dict(format='facekit', prefix=prefix,
+                checked=f'every parameter of {type(backbone).__name__} found by name with its shape')
+
+
+def _load_facekit_checkpoint(backbone, checkpoint):
+    """The strict by-name load of a facekit checkpoint (path or dict); returns the stripped prefix."""
     from ..utils.checkpoint import CheckpointMismatchError, load_checkpoint, load_state_into
     params = load_checkpoint(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else checkpoint
     prefix = checkpoint_prefix(params)
@@ -84,7 +113,7 @@ def load_backbone_weights(backbone, checkpoint):
             f"(prefix {prefix!r}): {', '.join(unexpected[:20])}; is it for another backbone?")
     if unexpected:
         warnings.warn(f'checkpoint {where}: {len(unexpected)} entries are not backbone parameters and were '
-                      f"ignored: {', '.join(unexpected[:10])}", stacklevel=2)
+                      f"ignored: {', '.join(unexpected[:10])}", stacklevel=3)
     _check_finite_backbone(backbone, where, prefix)
     return prefix
 
@@ -107,8 +136,9 @@ def build_backbone(config, checkpoint=None):
 
     Args:
         config: see ``backbone_cfg_from_config``.
-        checkpoint: ``.ckpt`` path (FaceRecognizer or bare backbone), or None for random weights
-            (warned: such embeddings mean nothing).
+        checkpoint: a weights file of any format ``load_backbone_weights`` takes (facekit
+            ``.ckpt``, arcface_torch ``.pth``, mindface ``.ckpt``, ONNX), or None for random
+            weights (warned: such embeddings mean nothing).
     Returns:
         the backbone ``nn.Cell``: (B, 3, 112, 112) float32 -> (B, E) float32 raw embeddings.
     """
@@ -120,6 +150,6 @@ def build_backbone(config, checkpoint=None):
     if checkpoint is None:
         warnings.warn(f"no checkpoint given: {cfg['type']} keeps its random initial weights", stacklevel=2)
     else:
-        load_backbone_weights(backbone, checkpoint)
+        load_backbone_weights(backbone, checkpoint, input_size=input_size_of(cfg))
     backbone.set_train(False)
     return backbone
