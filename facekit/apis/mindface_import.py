@@ -54,8 +54,10 @@ _MINDFACE_MARKERS = re.compile(
     r'|(^|\.)conv_sep\.layers\.'              # MobileFaceNet ConvBlock
     r'|(^|\.)features\.layers\.')             # MobileFaceNet GDC head
 # Clones MindSpore's optimizers make of each trainable parameter.
+# (Only prefixes no backbone parameter starts with: FTRL's ``linear.`` clone would match MobileFaceNet's
+# ``linear.weight``.)
 _OPTIMIZER_PREFIXES = ('moments.', 'accum.', 'stat.', 'adam_m.', 'adam_v.', 'moment1.', 'moment2.', 'mean_grad.',
-                       'mean_square.', 'linear.', 'nadam_m.', 'nadam_v.', 'adan_m.', 'adan_v.', 'adan_n.')
+                       'mean_square.', 'nadam_m.', 'nadam_v.', 'adan_m.', 'adan_v.', 'adan_n.')
 _OPTIMIZER_SCALARS = ('learning_rate', 'global_step', 'momentum', 'beta1_power', 'beta2_power', 'scale_sense')
 # facekit's own checkpoint prefixes (FaceRecognizer parameters, runner state).
 _FACEKIT_PREFIXES = ('backbone.', 'head.', 'optimizer.', 'train_state.', 'hook_state.')
@@ -206,18 +208,40 @@ def _architecture_mismatches(backbone, fam):
 
 # ----------------------------------------------------------------------------- conversion
 
-def _find_prefix(ckpt_names, wanted):
-    """The prefix under which every name in ``wanted`` exists in ``ckpt_names`` (None if none)."""
-    anchor = min(wanted, key=len)
-    found = []
+def _spellings(name, fam):
+    """The names MindSpore may have written for mindface parameter ``name``.
+
+    MobileFaceNet keeps its blocks in an ``nn.CellList`` filled by ``append``/``extend`` after it is
+    attached, and MindSpore names such parameters from the list's own numbering: saved bare or
+    through train.py's ``auto_prefix=False`` wrappers, ``layers.0.<rest>`` is written ``0.<rest>`` and
+    ``layers.<i>.<rest>`` (i >= 1) ``0.layers.<i>.<rest>``; a wrapper that prefixes (``_backbone.``)
+    renames them to the attribute path. Both spellings are accepted.
+    """
+    out = [name]
+    m = re.match(r'^layers\.(\d+)\.(.+)$', name) if fam == 'mobilefacenet' else None
+    if m:
+        out.append(f'0.{m.group(2)}' if m.group(1) == '0' else f'0.{name}')
+    return out
+
+
+def _find_prefix(ckpt_names, wanted, fam):
+    """(prefix, {canonical mindface name: name in the file}) under which every name in ``wanted`` exists."""
+    anchor = min((w for w in wanted if len(_spellings(w, fam)) == 1), key=len)
+    found = {}
     for n in ckpt_names:
         if n == anchor or n.endswith('.' + anchor):
             prefix = n[:len(n) - len(anchor)]
-            if all(prefix + w in ckpt_names for w in wanted):
-                found.append(prefix)
+            resolved = {}
+            for w in wanted:
+                hit = next((prefix + s for s in _spellings(w, fam) if prefix + s in ckpt_names), None)
+                if hit is None:
+                    break
+                resolved[w] = hit
+            else:
+                found[prefix] = resolved
     if len(found) > 1:
-        raise MindfaceImportError(f'the backbone appears under several prefixes {found}: ambiguous checkpoint')
-    return found[0] if found else None
+        raise MindfaceImportError(f'the backbone appears under several prefixes {sorted(found)}: ambiguous checkpoint')
+    return next(iter(found.items())) if found else (None, None)
 
 
 def _describe_checkpoint(names):
@@ -253,7 +277,7 @@ def convert_mindface_to_backbone(path, backbone):
     names = set(ckpt)
     mapping = mindface_param_map(backbone)
     wanted = sorted({mf for mf, _ in mapping.values() if mf is not None})
-    prefix = _find_prefix(names, wanted)
+    prefix, resolved = _find_prefix(names, wanted, fam)
     if prefix is None:
         best = max(('', *{n[:n.index(w)] for w in wanted[:1] for n in names if n.endswith(w)}),
                    key=lambda p: sum(p + w in names for w in wanted))
@@ -269,18 +293,18 @@ def convert_mindface_to_backbone(path, backbone):
         if mf_name is None:
             params[fk_name] = np.zeros(shape, np.float32)
             continue
-        value = ckpt[prefix + mf_name].asnumpy()
+        value = ckpt[resolved[mf_name]].asnumpy()
         if transform is not None:
             value = transform(value)
         if tuple(value.shape) != shape:
-            mismatched.append(f'{prefix + mf_name} {tuple(value.shape)} -> {fk_name} {shape}')
+            mismatched.append(f'{resolved[mf_name]} {tuple(value.shape)} -> {fk_name} {shape}')
             continue
         params[fk_name] = value.astype(np.float32)
         renamed += mf_name != fk_name
     if mismatched:
         raise MindfaceImportError(f'{path}: shapes do not fit {type(backbone).__name__} '
                                   f'({len(mismatched)}): ' + '; '.join(mismatched[:8]))
-    used = {prefix + w for w in wanted}
+    used = set(resolved.values())
     ignored = sorted(names - used)
     absent = [n for n, (mf, _) in mapping.items() if mf is None]
     checked = (f'names and shapes of all {len(wanted)} backbone entries matched mindface\'s {fam} layout'
