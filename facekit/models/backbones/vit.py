@@ -126,11 +126,13 @@ class VisionTransformer(nn.Cell):
         drop_path_rate: stochastic-depth rate of the last block (linear from 0 over depth).
         mask_ratio: share of tokens randomly masked in training (reference 0.1); 0 disables; eval never masks.
         use_recompute: recompute each block's activations in the backward pass (saves memory, ~1/3 more compute).
+        layer_norm_eps: epsilon of every LayerNorm (reference 1e-5; the earlier MindSpore face toolkit's ViT
+            keeps MindSpore's default 1e-7).
     """
 
     def __init__(self, img_size=112, patch_size=9, embedding_size=512, embed_dim=256, depth=12, num_heads=8,
                  mlp_ratio=4.0, qkv_bias=False, drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0,
-                 mask_ratio=0.0, use_recompute=False):
+                 mask_ratio=0.0, use_recompute=False, layer_norm_eps=1e-5):
         super().__init__()
         if not 0.0 <= mask_ratio < 1.0:
             raise ValueError(f'VisionTransformer mask_ratio must be in [0, 1), got {mask_ratio}')
@@ -154,11 +156,12 @@ class VisionTransformer(nn.Cell):
         self.keep_probs = Tensor((1.0 - dpr).astype(np.float32))
         self.depth = depth
         self.blocks = nn.CellList([
-            Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate) for _ in range(depth)])
+            Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, layer_norm_eps)
+            for _ in range(depth)])
         if use_recompute:
             for blk in self.blocks:
                 blk.recompute()
-        self.norm = nn.LayerNorm((embed_dim,), epsilon=1e-5)
+        self.norm = nn.LayerNorm((embed_dim,), epsilon=layer_norm_eps)
         self.feature = nn.SequentialCell(
             _dense(embed_dim * self.num_patches, embed_dim, has_bias=False),
             nn.BatchNorm1d(embed_dim, eps=2e-5, momentum=0.9),
