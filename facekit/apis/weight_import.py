@@ -62,12 +62,7 @@ def detect_format(path):
         names = list(load_checkpoint(path))
         if any(n.startswith('backbone.') for n in names):
             return 'facekit'     # a FaceRecognizer checkpoint; mindface's train script saves bare names
-        try:
-            from .mindface_import import looks_like_mindface
-        except ModuleNotFoundError as e:     # until the mindface importer is merged (issue 10)
-            if e.name != f'{__package__}.mindface_import':
-                raise
-            return 'facekit'
+        from .mindface_import import looks_like_mindface
         return 'mindface' if looks_like_mindface(names) else 'facekit'
     raise UnknownWeightFormatError(
         f'{path}: not a weights file facekit knows (first bytes {head[:8]!r}); known formats: a facekit or '

@@ -172,8 +172,7 @@ def test_detect_format_by_content(files, tmp_path):
 
 def test_detect_format_on_files_torch_writes(files, tmp_path):
     """Files written by torch.save itself (zip and legacy), in a subprocess: torch never enters facekit."""
-    if importlib.util.find_spec('torch') is None:
-        pytest.skip('torch is not installed (the test extra pins it): files written by torch.save not checked')
+    require_module('torch')
     code = ('import collections, sys, torch\n'
             'sd = collections.OrderedDict([("conv1.weight", torch.ones(2, 3)), ("bn1.num_batches_tracked", '
             'torch.tensor(7))])\n'
@@ -190,13 +189,8 @@ def test_detect_format_on_files_torch_writes(files, tmp_path):
 
 def test_pth_loads_through_build_backbone(tmp_path):
     """arcface_torch's own iresnet18, saved with torch.save, embeds like facekit's iresnet18 loaded from it."""
-    if importlib.util.find_spec('facekit.apis.pth_import') is None:
-        pytest.skip('pth_import not merged yet')
-    if importlib.util.find_spec('torch') is None:
-        pytest.skip('torch is not installed (the test extra pins it)')
+    require_module('torch')
     ref = osp.join(ROOT, 'tests', 'apis', 'arcface_torch_ref.py')
-    if not osp.isfile(ref):
-        pytest.skip('tests/apis/arcface_torch_ref.py (the arcface_torch transcription) not merged yet')
     # The torch side in a subprocess (torch and MindSpore each bundle oneDNN/OpenMP).
     code = f"""
 import importlib.util, sys, numpy as np, torch

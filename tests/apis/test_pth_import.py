@@ -15,9 +15,10 @@ import pytest
 from facekit.apis.pth_import import (PthConversionError, UnsafeFileError, convert_pth_to_backbone,
                                      load_pth_state_dict)
 from facekit.datasets import verification_bin
+from required import require_module
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-pytest.importorskip('torch', reason='the PyTorch side of the parity test needs torch (the test extra)')
+require_module('torch')    # the PyTorch side of the parity test (the test extra pins it)
 
 
 def _torch_side(code, cwd):
