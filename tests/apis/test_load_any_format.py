@@ -1,7 +1,6 @@
 """Any weights file a user has loads where a facekit checkpoint does: build_backbone, FaceEmbedder,
 infer(), tools/test.py, tools/convert_weights.py; detect_format by content, unknown files named."""
 import collections
-import importlib.util
 import json
 import os
 import os.path as osp
@@ -17,7 +16,7 @@ import pytest
 import facekit.models  # noqa: F401
 from facekit.apis import FaceEmbedder, build_backbone, infer
 from facekit.apis.export import export_backbone
-from facekit.apis.weight_import import FORMATS, UnknownWeightFormatError, detect_format
+from facekit.apis.weight_import import UnknownWeightFormatError, detect_format
 from facekit.config import Config
 from facekit.registry import BACKBONES, MODELS
 from facekit.utils.checkpoint import save_checkpoint
