@@ -13,10 +13,30 @@ an identity BN carrying the bias (gamma 1, beta = bias, mean 0, var = 1 - eps). 
 copied, with the variance shifted when the epsilon differs. Input normalization baked into the
 graph (Sub 127.5 / Mul s before the first conv) is folded into the first convolution when it is
 the same up to scale, and refused otherwise.
+
+Vision Transformers (arcface_torch ``vit_t/s/b/l`` through ``torch2onnx.py``, opset 11) add four
+patterns, each mapped onto facekit's ``VisionTransformer``:
+
+- LayerNorm, which opset 11 spells ReduceMean -> Sub -> Pow 2 -> ReduceMean -> Add eps -> Sqrt ->
+  Div -> Mul gamma -> Add beta over the last axis: read as one layer with its epsilon, which must
+  equal facekit's (an epsilon cannot be moved into the weights exactly, so a mismatch is refused).
+- the position embedding: a (1, N, D) initializer added to the patch tokens after the patch conv.
+- attention: qkv MatMul [+ Add] -> Reshape (B, N, 3, heads, head_dim) -> ... -> MatMul q k^T ->
+  Mul/Div by a scale -> Softmax over the last axis -> ... -> proj. The head count (from the Reshape)
+  and the scale must equal facekit's, since neither is a weight.
+- the MLP activation after fc1 (Clip 0..6 = ReLU6, Relu, or the Erf form of GELU) must be the one
+  facekit's Mlp applies.
+
+``mask_token`` acts only in training (masked tokens), so an eval graph has no trace of it: it is set
+to zeros.
 """
 import numpy as np
 
-PARAM_KINDS = ('conv', 'bn', 'prelu', 'linear')
+PARAM_KINDS = ('conv', 'bn', 'prelu', 'linear', 'layernorm', 'posembed')
+# Parameters a backbone cell holds itself rather than through a layer cell (facekit's ViT): the
+# position embedding enters the graph as an Add right after the patch-embedding conv; the mask token
+# replaces masked tokens in training only, so no eval graph contains it.
+_TOKEN_PARAMS = ('pos_embed', 'mask_token')
 _SHAPE_ONLY = ('Reshape', 'Unsqueeze', 'Squeeze', 'Flatten', 'Identity')
 
 
@@ -28,12 +48,15 @@ class OnnxLayer:
     """One parameterised layer of the source graph.
 
     Attributes:
-        kind: 'conv' | 'bn' | 'prelu' | 'linear'.
+        kind: 'conv' | 'bn' | 'prelu' | 'linear' | 'layernorm' | 'posembed'.
         name: the ONNX node name (for messages).
         input / output: tensor names in the graph.
         arrays: dict of float32 ndarrays: conv ``weight`` (O, I/g, kh, kw) [+ ``bias``]; bn ``scale``,
-            ``bias``, ``mean``, ``var``; prelu ``slope`` (C,); linear ``weight`` (out, in) [+ ``bias``].
-        attrs: conv ``group``/``strides``/``pads``, bn ``epsilon``.
+            ``bias``, ``mean``, ``var``; prelu ``slope`` (C,); linear ``weight`` (out, in) [+ ``bias``];
+            layernorm [``weight`` (D,), ``bias`` (D,)]; posembed ``value`` (1, N, D).
+        attrs: conv ``group``/``strides``/``pads``, bn and layernorm ``epsilon``; a linear layer may carry
+            ``activation`` (applied to its output), ``heads``/``head_dim`` and ``softmax`` (axis, scale)
+            when it is an attention qkv projection.
     """
 
     def __init__(self, kind, name, input, output, arrays, attrs=None):
@@ -55,9 +78,12 @@ def _attr(node, name, default=None):
 
 
 def _constants(graph):
-    """name -> ndarray for initializers, Constant nodes and Identity of those."""
+    """(values, origin): name -> ndarray for initializers, Constant nodes and Identity of those;
+    name -> the initializer or Constant it is an Identity of (PyTorch's exporter shares equal
+    tensors, e.g. all-ones LayerNorm weights, through Identity nodes)."""
     from onnx import numpy_helper
     values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    origin = {}
     for node in graph.node:
         if node.op_type == 'Constant':
             t = _attr(node, 'value')
@@ -65,7 +91,8 @@ def _constants(graph):
                 values[node.output[0]] = numpy_helper.to_array(t)
         elif node.op_type == 'Identity' and node.input[0] in values:
             values[node.output[0]] = values[node.input[0]]
-    return values
+            origin[node.output[0]] = origin.get(node.input[0], node.input[0])
+    return values, origin
 
 
 def _input_affine(graph, values):
@@ -101,6 +128,88 @@ def _input_affine(graph, values):
         name = node.output[0]
 
 
+def _scalar(values, name):
+    """The value of a one-element constant as a float, or None."""
+    if name not in values or np.asarray(values[name]).size != 1:
+        return None
+    return float(np.asarray(values[name]).reshape(()))
+
+
+def _match_layernorm(node, consumers, values):
+    """The opset-11 spelling of LayerNorm that starts at ``node`` (a ReduceMean), or None.
+
+    Pattern over the last axis: m = ReduceMean(x); d = x - m; v = ReduceMean(d ** 2);
+    y = d / Sqrt(v + eps) [* gamma + beta]. Returns dict(nodes, input, output, epsilon, weight, bias)
+    with ``weight``/``bias`` the constant names or None (LayerNorm without affine parameters).
+    """
+    def only(name, op):
+        users = consumers.get(name, [])
+        return users[0] if len(users) == 1 and users[0].op_type == op else None
+
+    def over_last_axis(n):
+        return list(_attr(n, 'axes', [])) == [-1] and int(_attr(n, 'keepdims', 1)) == 1
+
+    def other_input(n, name):
+        rest = [i for i in n.input if i != name]
+        return rest[0] if len(rest) == 1 and len(n.input) == 2 else None
+
+    x = node.input[0]
+    sub = only(node.output[0], 'Sub')
+    if not over_last_axis(node) or sub is None or list(sub.input) != [x, node.output[0]]:
+        return None
+    users = consumers.get(sub.output[0], [])
+    pow_ = next((u for u in users if u.op_type == 'Pow'), None)
+    div = next((u for u in users if u.op_type == 'Div'), None)
+    if len(users) != 2 or pow_ is None or div is None or _scalar(values, pow_.input[1]) != 2.0:
+        return None
+    mean2 = only(pow_.output[0], 'ReduceMean')
+    add = only(mean2.output[0], 'Add') if mean2 is not None and over_last_axis(mean2) else None
+    eps = _scalar(values, other_input(add, mean2.output[0])) if add is not None else None
+    sqrt = only(add.output[0], 'Sqrt') if add is not None else None
+    if eps is None or sqrt is None or list(div.input) != [sub.output[0], sqrt.output[0]]:
+        return None
+    found = dict(nodes=[node, sub, pow_, mean2, add, sqrt, div], input=x, output=div.output[0], epsilon=eps,
+                 weight=None, bias=None)
+    for op, key in (('Mul', 'weight'), ('Add', 'bias')):
+        nxt = only(found['output'], op)
+        const = other_input(nxt, found['output']) if nxt is not None else None
+        if const is None or const not in values or (key == 'bias' and found['weight'] is None):
+            break
+        found[key] = const
+        found['nodes'].append(nxt)
+        found['output'] = nxt.output[0]
+    return found
+
+
+def _activation(node, values, producers):
+    """(name, input tensor) of an activation node: 'relu6' / 'clip(lo,hi)' for Clip, 'relu', or 'gelu' for
+    the Erf form x * 0.5 * (1 + erf(x / sqrt 2)) (the Erf's input is x / sqrt 2)."""
+    op = node.op_type
+    if op == 'Relu':
+        return 'relu', node.input[0]
+    if op == 'Clip':
+        lo = _scalar(values, node.input[1]) if len(node.input) > 1 and node.input[1] else _attr(node, 'min')
+        hi = _scalar(values, node.input[2]) if len(node.input) > 2 and node.input[2] else _attr(node, 'max')
+        return ('relu6' if (lo, hi) == (0.0, 6.0) else f'clip({lo}, {hi})'), node.input[0]
+    scaled = producers.get(node.input[0])
+    if scaled is not None and scaled.op_type in ('Div', 'Mul'):
+        c = _scalar(values, scaled.input[1])
+        if c is not None and np.isclose(c if scaled.op_type == 'Div' else 1.0 / c, np.sqrt(2.0), rtol=1e-4):
+            return 'gelu', scaled.input[0]
+    return 'erf', node.input[0]
+
+
+def _attention_scale(node, values, producers):
+    """The factor applied to the scores a Softmax reads (Mul c or Div c right before it); 1.0 if none."""
+    p = producers.get(node.input[0])
+    if p is None or p.op_type not in ('Mul', 'Div'):
+        return 1.0
+    consts = [c for c in (_scalar(values, i) for i in p.input) if c is not None]
+    if len(consts) != 1:
+        return 1.0
+    return consts[0] if p.op_type == 'Mul' else 1.0 / consts[0]
+
+
 def read_onnx_layers(model):
     """The parameterised layers of an ONNX model in node order, plus its input normalization.
 
@@ -114,7 +223,7 @@ def read_onnx_layers(model):
     if not isinstance(model, onnx.ModelProto):
         model = onnx.load(str(model))
     graph = model.graph
-    values = _constants(graph)
+    values, origin = _constants(graph)
     a, b, _ = _input_affine(graph, values)
     used = set()
     layers = []
@@ -128,7 +237,7 @@ def read_onnx_layers(model):
         if name not in values:
             raise ConversionError(f'node {node.name!r} ({node.op_type}): input {name!r} is not a constant; '
                                   'only weights stored in the file can be imported')
-        used.add(name)
+        used.add(origin.get(name, name))
         return np.asarray(values[name], dtype=np.float32)
 
     producers = {o: n for n in nodes for o in n.output}
@@ -159,6 +268,38 @@ def read_onnx_layers(model):
         elif op == 'PRelu':
             slope = const(node.input[1], node).reshape(-1)
             layers.append(OnnxLayer('prelu', node.name, node.input[0], node.output[0], {'slope': slope}))
+        elif op == 'ReduceMean':
+            ln = _match_layernorm(node, consumers, values)
+            if ln is None:
+                raise ConversionError(f'ReduceMean {node.name!r} is not the start of a LayerNorm over the last axis '
+                                      '(ReduceMean, Sub, Pow 2, ReduceMean, Add eps, Sqrt, Div[, Mul, Add]); '
+                                      'no facekit layer computes it')
+            skip.update(id(n) for n in ln['nodes'])
+            arrays = {k: const(ln[k], node) for k in ('weight', 'bias') if ln[k] is not None}
+            layers.append(OnnxLayer('layernorm', node.name, ln['input'], ln['output'], arrays,
+                                    {'epsilon': ln['epsilon']}))
+        elif op == 'Add' and sum(i in values and np.asarray(values[i]).ndim >= 3 for i in node.input) == 1 \
+                and not all(i in values for i in node.input):
+            # A (1, N, D) constant added to the tokens: the ViT position embedding.
+            name = next(i for i in node.input if i in values)
+            data = next(i for i in node.input if i not in values)
+            layers.append(OnnxLayer('posembed', node.name, data, node.output[0], {'value': const(name, node)}))
+        elif op == 'Reshape' and layers and layers[-1].kind == 'linear' and node.input[0] == layers[-1].output \
+                and node.input[1] in values and np.asarray(values[node.input[1]]).shape == (5,):
+            # qkv projection split as (B, N, 3, heads, head_dim): the head count is no weight, so keep it.
+            shape = [int(v) for v in np.asarray(values[node.input[1]])]
+            if shape[2] == 3:
+                layers[-1].attrs.update(heads=shape[3], head_dim=shape[4])
+        elif op == 'Softmax':
+            qkv = next((t for t in reversed(layers) if 'heads' in t.attrs), None)
+            if qkv is None or 'softmax' in qkv.attrs:
+                raise ConversionError(f'Softmax {node.name!r} does not follow a qkv projection split into heads')
+            qkv.attrs['softmax'] = dict(axis=int(_attr(node, 'axis', 1)),
+                                        scale=_attention_scale(node, values, producers))
+        elif op in ('Clip', 'Relu', 'Erf'):
+            act, source_name = _activation(node, values, producers)
+            if layers and layers[-1].kind == 'linear' and source_name == layers[-1].output:
+                layers[-1].attrs['activation'] = act
         elif op == 'Gemm':
             w = const(node.input[1], node)
             if float(_attr(node, 'alpha', 1.0)) != 1.0 or float(_attr(node, 'beta', 1.0)) != 1.0 \
@@ -207,20 +348,27 @@ def facekit_layers(backbone, input_size=112):
             return 'bn'
         if isinstance(cell, nn.Dense):
             return 'linear'
+        if isinstance(cell, nn.LayerNorm):
+            return 'layernorm'
         if type(cell).__name__ == 'PReLU':
             return 'prelu'
         return None
 
     owned = {}
+    pos_embeds = []
     for name, cell in backbone.cells_and_names():
         direct = [p for p in cell.get_parameters(expand=False)]
         kind = kind_of(cell)
         if kind is not None:
             owned[id(cell)] = (name, cell, kind)
+        elif direct and {p.name.rpartition('.')[2] for p in direct} <= set(_TOKEN_PARAMS):
+            if hasattr(cell, 'pos_embed'):
+                pos_embeds.append((name, cell))
         elif direct:
             raise ConversionError(f'{type(backbone).__name__}{"." + name if name else ""} ({type(cell).__name__}) holds parameters '
                                   f"{[p.name for p in direct]} of a kind ONNX import does not map "
-                                  '(supported: Conv2d, BatchNorm, PReLU, Dense: the CNN backbones)')
+                                  '(supported: Conv2d, BatchNorm, PReLU, Dense, LayerNorm and the ViT '
+                                  'position embedding)')
     order = []
     handles = []
 
@@ -243,7 +391,40 @@ def facekit_layers(backbone, input_size=112):
     missing = [n for n, _, _ in owned.values() if all(n != o[0] for o in order)]
     if missing:
         raise ConversionError(f'cells never called in the forward pass: {missing}')
+    for prefix, holder in pos_embeds:
+        join = (prefix + '.') if prefix else ''
+        at = next((k for k, o in enumerate(order) if o[0] == join + 'patch_embed'), None)
+        if at is None:
+            raise ConversionError(f'{join}pos_embed: no {join}patch_embed convolution to place it after')
+        order.insert(at + 1, (join + 'pos_embed', holder, 'posembed'))
     return order
+
+
+def _context_problem(cell, parent, layer):
+    """Why the graph around linear ``layer`` computes something else than facekit around ``cell``, or None.
+
+    Weights fix the projections; these are the parts that are no weight: the attention's head count,
+    scale and softmax axis after a qkv projection, the MLP activation after fc1.
+    """
+    from mindspore import nn
+    from ..models.backbones.vit import Attention, Mlp
+    if isinstance(parent, Attention) and cell is parent.qkv:
+        heads, softmax = layer.attrs.get('heads'), layer.attrs.get('softmax')
+        if heads is None or softmax is None:
+            return 'the graph has no multi-head attention (Reshape to heads, Softmax) after this projection'
+        if (heads, layer.attrs['head_dim']) != (parent.num_heads, parent.head_dim):
+            return (f'{parent.num_heads} heads of width {parent.head_dim} in facekit vs {heads} of width '
+                    f"{layer.attrs['head_dim']} in the graph")
+        if softmax['axis'] not in (-1, 3):
+            return f"the graph's attention softmax runs over axis {softmax['axis']}, not the keys (last axis)"
+        if not np.isclose(softmax['scale'], parent.scale, rtol=1e-5):
+            return f"attention scale {parent.scale:.6g} in facekit vs {softmax['scale']:.6g} in the graph"
+    if isinstance(parent, Mlp) and cell is parent.fc1:
+        ours = {nn.ReLU6: 'relu6', nn.GELU: 'gelu', nn.ReLU: 'relu'}.get(type(parent.act), type(parent.act).__name__)
+        theirs = layer.attrs.get('activation', 'none found')
+        if theirs != ours:
+            return f'MLP activation {ours} in facekit vs {theirs} in the graph'
+    return None
 
 
 def map_layers(backbone, layers, input_affine=(1.0, 0.0), input_size=112):
@@ -257,6 +438,7 @@ def map_layers(backbone, layers, input_affine=(1.0, 0.0), input_size=112):
         dict: backbone parameter name -> float32 ndarray (every parameter of the backbone).
     """
     ours = facekit_layers(backbone, input_size)
+    cells = dict(backbone.cells_and_names())
     a, b = input_affine
     # facekit feeds v = (pixel - 127.5) / 127.5; the graph's first layer sees a * pixel + b
     # = 127.5 a v + (127.5 a + b). A zero offset is a pure scale, exact to fold into the first
@@ -336,10 +518,30 @@ def map_layers(backbone, layers, input_affine=(1.0, 0.0), input_size=112):
             if slope.shape[0] != cell.w.shape[0]:
                 fail(f'{name}: {cell.w.shape[0]} slopes vs ONNX {slope.shape[0]}')
             out[f'{name}.w'] = slope
+        elif kind == 'layernorm':
+            d = cell.gamma.shape[0]
+            gamma = t.arrays.get('weight', np.ones(d, np.float32))
+            beta = t.arrays.get('bias', np.zeros(d, np.float32))
+            if gamma.shape != (d,) or beta.shape != (d,):
+                fail(f'{name}: LayerNorm over {d} vs ONNX weight {gamma.shape} bias {beta.shape}')
+            # (x - m) / sqrt(v + eps) has no weight that could absorb another eps: refuse a mismatch.
+            if not np.isclose(t.attrs['epsilon'], cell.epsilon, rtol=1e-5, atol=0.0):
+                fail(f"{name}: LayerNorm epsilon {cell.epsilon:g} in facekit vs {t.attrs['epsilon']:g} in the graph; "
+                     'an epsilon is not a weight, so the conversion would not be exact')
+            out[f'{name}.gamma'] = gamma
+            out[f'{name}.beta'] = beta
+        elif kind == 'posembed':
+            value = t.arrays['value']
+            if tuple(value.shape) != tuple(cell.pos_embed.shape):
+                fail(f'{name}: {tuple(cell.pos_embed.shape)} vs ONNX {tuple(value.shape)}')
+            out[name] = value
         else:  # linear
             w = t.arrays['weight']
             if tuple(w.shape) != tuple(cell.weight.shape):
                 fail(f'{name}: weight {tuple(cell.weight.shape)} vs ONNX {tuple(w.shape)}')
+            problem = _context_problem(cell, cells.get(name.rpartition('.')[0]), t)
+            if problem:
+                fail(f'{name}: {problem}')
             out[f'{name}.weight'] = w
             bias = t.arrays.get('bias')
             if cell.bias is not None:
@@ -359,6 +561,9 @@ def map_layers(backbone, layers, input_affine=(1.0, 0.0), input_size=112):
     if j != len(theirs):
         extra = ', '.join(t.describe() for t in theirs[j:j + 5])
         raise ConversionError(f'{len(theirs) - j} ONNX layers are left after the last facekit layer: {extra}')
+    for pname, p in backbone.parameters_and_names():
+        if pname.rpartition('.')[2] == 'mask_token' and pname not in out:
+            out[pname] = np.zeros(p.shape, np.float32)  # training-only; see _TOKEN_PARAMS
     expected = {n for n, _ in backbone.parameters_and_names()}
     missing = sorted(expected - set(out))
     if missing:
@@ -383,17 +588,16 @@ def convert_onnx_to_backbone(onnx_path, backbone, input_size=112):
 
 def onnx_reference_output(onnx_path, batch, input_affine):
     """Run the ONNX file on the facekit-normalized ``batch`` (N, 3, H, W), converting the input to the
-    graph's own convention (raw pixels when normalization is baked in). Returns (N, E) float32."""
+    graph's own convention (raw pixels when normalization is baked in). Returns (N, E) float32.
+
+    Images run one by one: PyTorch's exporter bakes the example's batch (1) into Reshape constants
+    (arcface_torch's ViT: (1, 144, 3, 8, 32)) even where ``torch2onnx.py`` names the input's batch
+    dimension 'None', and in eval mode an embedding does not depend on the rest of the batch.
+    """
     import onnxruntime as ort
     session = ort.InferenceSession(str(onnx_path), providers=['CPUExecutionProvider'])
     x = np.asarray(batch, np.float32)
     if tuple(input_affine) != (1.0, 0.0):
         x = x * 127.5 + 127.5  # back to pixels; the graph normalizes itself
-    inp = session.get_inputs()[0]
-    if isinstance(inp.shape[0], int) and inp.shape[0] != x.shape[0]:
-        # A file exported with a fixed batch (often 1): run it image by image.
-        if x.shape[0] % inp.shape[0]:
-            raise ValueError(f'{onnx_path} takes batches of {inp.shape[0]}; got {x.shape[0]} images')
-        step = inp.shape[0]
-        return np.concatenate([session.run(None, {inp.name: x[k:k + step]})[0] for k in range(0, len(x), step)])
-    return session.run(None, {inp.name: x})[0]
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: x[k:k + 1]})[0] for k in range(len(x))])
