@@ -123,7 +123,8 @@ def _build_facekit(state):
     params = dict(model.parameters_and_names())
     missing = sorted(set(params) - set(state))
     unused = sorted(set(state) - set(params))
-    assert not missing and not unused, f'name mapping incomplete: facekit-only {missing[:5]}, reference-only {unused[:5]}'
+    assert not missing and not unused, \
+        f'name mapping incomplete: facekit-only {missing[:5]}, reference-only {unused[:5]}'
     for name, value in state.items():
         assert params[name].shape == value.shape, (name, params[name].shape, value.shape)
         params[name].set_data(ms.Tensor(value))
