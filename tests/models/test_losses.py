@@ -302,3 +302,22 @@ def test_margin_hook_contract_target_and_non_target_logits():
     cos_y[rows] = cos[rows, labels[rows]]
     np.testing.assert_allclose(seen['cos_y'].ravel(), cos_y, rtol=1e-6)
     np.testing.assert_array_equal(seen['valid'].ravel(), (labels >= 0).astype(np.float32))
+
+
+def test_arcface_straight_through_is_the_reference_margin():
+    """straight_through=True: value cos(acos(c) + m) even past pi - m (no fallback), d(logit)/d(cos) = s."""
+    import math
+    import mindspore as ms
+    import numpy as np
+    from facekit.models.losses.margin import ArcFaceLoss
+    loss = ArcFaceLoss(s=2.0, m=0.5, straight_through=True)
+    cos = np.array([[0.3, -0.2], [-0.95, 0.1]], np.float32)
+    labels = ms.Tensor(np.array([0, 0], np.int32))
+    logits = loss.margin_logits(ms.Tensor(cos), labels).asnumpy()
+    expect = np.array([[math.cos(math.acos(0.3) + 0.5), -0.2], [math.cos(math.acos(-0.95) + 0.5), 0.1]]) * 2.0
+    np.testing.assert_allclose(logits, expect, atol=1e-6)
+    grad = ms.grad(lambda c: loss.margin_logits(c, labels).sum())(ms.Tensor(cos)).asnumpy()
+    np.testing.assert_allclose(grad, np.full((2, 2), 2.0), atol=1e-6)
+    with pytest.raises(ValueError, match='straight_through'):
+        from facekit.models.losses.margin import CombinedMarginLoss
+        CombinedMarginLoss(m1=1.35, straight_through=True)

@@ -3,7 +3,8 @@
 All take cosine logits ``cos(theta)`` (B, C) in [-1, 1] from a normalized head, labels (B,) int32
 in logit space (-1 = the class lives on another PartialFC rank), change the target logit by a
 margin, scale by ``s`` and apply softmax cross-entropy. The margin is applied with gradient (no
-straight-through trick). Every loss overrides only ``MarginSoftmaxLoss.margin`` (see its docstring).
+straight-through trick) unless ``straight_through=True`` asks for the reference trainer's exact
+step (see ``CombinedMarginLoss``). Every loss overrides only ``MarginSoftmaxLoss.margin`` (see its docstring).
 """
 import math
 
@@ -141,18 +142,33 @@ class CombinedMarginLoss(MarginSoftmaxLoss):
         m3: additive cosine margin (default 0.0).
         easy_margin: keep the target unchanged where cos(theta) <= 0.
         interclass_filtering_threshold: see ``MarginSoftmaxLoss``.
+        straight_through: False (default): the true gradient of the margin curve. True: reproduce
+            arcface_torch's CombinedMarginLoss (m1 = 1, m3 = 0 path) step for step: its margin is
+            applied in place under ``torch.no_grad()``, so the target's value is cos(theta + m2)
+            with no fallback past pi - m2, and its gradient w.r.t. cos(theta) is the identity's
+            (times s, like every other logit). Only for runs that must equal that trainer's;
+            needs m1 = 1, m3 = 0, easy_margin False.
     """
 
-    def __init__(self, s=64.0, m1=1.0, m2=0.5, m3=0.0, easy_margin=False, interclass_filtering_threshold=0.0):
+    def __init__(self, s=64.0, m1=1.0, m2=0.5, m3=0.0, easy_margin=False, interclass_filtering_threshold=0.0,
+                 straight_through=False):
         super().__init__(s, interclass_filtering_threshold)
         if m1 <= 0:
             raise ValueError(f'CombinedMarginLoss m1 must be > 0, got {m1}')
         if m2 < 0:
             raise ValueError(f'CombinedMarginLoss m2 must be >= 0 radians, got {m2}')
+        if straight_through and (m1 != 1.0 or m3 != 0.0 or easy_margin):
+            raise ValueError(f'CombinedMarginLoss straight_through=True reproduces the reference ArcFace path '
+                             f'only (m1=1, m3=0, easy_margin=False); got m1={m1}, m3={m3}, easy_margin={easy_margin}')
         self.m1, self.m2, self.m3 = float(m1), float(m2), float(m3)
         self.easy_margin = bool(easy_margin)
+        self.straight_through = bool(straight_through)
 
     def margin(self, cos_y, cosine, norms, valid):
+        if self.straight_through:
+            # value cos(acos(c) + m2), gradient of the identity: the reference's no-grad in-place margin
+            c = ops.stop_gradient(ops.clamp(cos_y, -1.0, 1.0))
+            return cos_y + (ops.cos(ops.acos(c) + self.m2) - c), cosine
         return combined_margin(cos_y, self.m1, self.m2, self.m3, self.easy_margin), cosine
 
 
@@ -161,12 +177,13 @@ class ArcFaceLoss(CombinedMarginLoss):
     """ArcFace: ``s * cos(theta + m)`` on the target. Deng et al., CVPR 2019; paper defaults s=64, m=0.5.
 
     Args:
-        s: scale. m: additive angular margin (radians). easy_margin, interclass_filtering_threshold: as
+        s: scale. m: additive angular margin (radians). easy_margin, interclass_filtering_threshold,
+        straight_through (False; True = arcface_torch's no-grad margin, for step-for-step parity): as
         in ``CombinedMarginLoss``.
     """
 
-    def __init__(self, s=64.0, m=0.5, easy_margin=False, interclass_filtering_threshold=0.0):
-        super().__init__(s, 1.0, m, 0.0, easy_margin, interclass_filtering_threshold)
+    def __init__(self, s=64.0, m=0.5, easy_margin=False, interclass_filtering_threshold=0.0, straight_through=False):
+        super().__init__(s, 1.0, m, 0.0, easy_margin, interclass_filtering_threshold, straight_through)
 
 
 @LOSSES.register_module()
