@@ -27,7 +27,9 @@ import pytest
 
 import mindspore as ms
 
-torch = pytest.importorskip('torch', reason='the reference step runs in PyTorch (the test extra installs it)')
+from required import require_module  # noqa: E402
+
+torch = require_module('torch')    # the reference step runs in PyTorch (the test extra installs it)
 
 from arcface_torch_step_ref import (build_reference_optimizer, CombinedMarginLoss as TorchMargin,  # noqa: E402
                                     iresnet18 as torch_iresnet18, PartialFCV2, poly_lr, reference_step)
