@@ -23,21 +23,12 @@ from facekit.utils.checkpoint import save_checkpoint
 
 from . import tiny_backbone  # noqa: F401  (registers _apis_test_tiny)
 from required import require_module
+from tiny_eval import tiny_config
 
 require_module('onnx')
 require_module('onnxruntime')
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-# A small IResNet (stem, 4 one-block stages, BN-Linear-BN head, PReLUs): every layer kind of the real ones.
-TINY = """
-model = dict(
-    type='FaceRecognizer',
-    backbone=dict(type='IResNet', layers=(1, 1, 1, 1), widths=(8, 8, 16, 16), stem_channels=8, embedding_size=16),
-    head=dict(type='NormFCHead', embedding_size=16, num_classes=10),
-    loss=dict(type='ArcFaceLoss'),
-)
-runtime = dict(device_target='CPU', mode='graph')
-"""
 X = np.random.default_rng(0).uniform(-1, 1, (4, 3, 112, 112)).astype(np.float32)
 
 
@@ -67,7 +58,7 @@ def files(tmp_path_factory):
     facekit's own exporter writes from that backbone."""
     tmp = tmp_path_factory.mktemp('anyfmt')
     cfg = tmp / 'tiny.py'
-    cfg.write_text(TINY)
+    cfg.write_text(tiny_config())
     model = MODELS.build(Config.fromfile(str(cfg)).model.to_dict())
     _randomize(model.backbone, seed=1)
     ckpt = save_checkpoint(model, str(tmp / 'tiny.ckpt'))
@@ -118,7 +109,7 @@ def test_face_embedder_and_infer_take_onnx(files):
 def test_facekit_checkpoint_keeps_its_strict_rules(files, tmp_path):
     from facekit.utils.checkpoint import CheckpointMismatchError
     other = tmp_path / 'wide.py'
-    other.write_text(TINY.replace('(8, 8, 16, 16)', '(8, 8, 16, 32)'))
+    other.write_text(tiny_config(last_width=32))
     with pytest.raises(CheckpointMismatchError, match='layer4.0.conv1.weight: checkpoint'):
         build_backbone(str(other), files['ckpt'])
 

@@ -14,36 +14,17 @@ import cv2
 import numpy as np
 import pytest
 
+from tiny_eval import make_bin, write_config_and_checkpoint
+
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-TINY = """
-model = dict(
-    type='FaceRecognizer',
-    backbone=dict(type='IResNet', layers=(1, 1, 1, 1), widths=(8, 8, 16, 16), stem_channels=8, embedding_size=16),
-    head=dict(type='NormFCHead', embedding_size=16, num_classes=10),
-    loss=dict(type='ArcFaceLoss'),
-)
-runtime = dict(device_target='CPU', mode='graph')
-val_evaluators = [dict(type='VerificationEvaluator', bin_path={bin!r}, name='lfw', batch_size=32)]
-"""
 
 
 @pytest.fixture(scope='module')
 def setup(tmp_path_factory):
-    import facekit  # noqa: F401
-    from facekit.config import Config
-    from facekit.datasets import SyntheticIdentities, make_verification_bin
-    from facekit.registry import MODELS
-    from facekit.utils.checkpoint import save_checkpoint
-
     tmp = tmp_path_factory.mktemp('options')
-    bin_path = str(tmp / 'lfw.bin')
-    make_verification_bin(SyntheticIdentities(num_classes=10, images_per_class=4, seed=0, identity_offset=5000),
-                          60, 0, path=bin_path)
-    cfg = tmp / 'tiny.py'
-    cfg.write_text(TINY.format(bin=bin_path))
-    model = MODELS.build(Config.fromfile(str(cfg)).model.to_dict())
-    ckpt = save_checkpoint(model, str(tmp / 'tiny.ckpt'))
-    return dict(tmp=tmp, cfg=str(cfg), ckpt=ckpt, bin=bin_path)
+    bin_path = make_bin(tmp / 'lfw.bin')
+    cfg, ckpt = write_config_and_checkpoint(tmp, 'tiny', bin_path)
+    return dict(tmp=tmp, cfg=cfg, ckpt=ckpt, bin=bin_path)
 
 
 def run_test_py(setup, name, *args):

@@ -9,40 +9,18 @@ import cv2
 import numpy as np
 import pytest
 
+from tiny_eval import make_bin, write_config_and_checkpoint
+
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-TINY = """
-model = dict(
-    type='FaceRecognizer',
-    backbone=dict(type='IResNet', layers=(1, 1, 1, 1), widths=(8, 8, 16, {last}), stem_channels=8,
-                  embedding_size=16),
-    head=dict(type='NormFCHead', embedding_size=16, num_classes=10),
-    loss=dict(type='ArcFaceLoss'),
-)
-runtime = dict(device_target='CPU', mode='graph')
-val_evaluators = [dict(type='VerificationEvaluator', bin_path={bin!r}, name='lfw', batch_size=32)]
-"""
 
 
 @pytest.fixture(scope='module')
 def setup(tmp_path_factory):
-    import facekit  # noqa: F401
-    from facekit.config import Config
-    from facekit.datasets import SyntheticIdentities, make_verification_bin
-    from facekit.registry import MODELS
-    from facekit.utils.checkpoint import save_checkpoint
-
     tmp = tmp_path_factory.mktemp('tools')
     data = tmp / 'data'
     data.mkdir()
-    bin_path = str(data / 'lfw.bin')
-    ds = SyntheticIdentities(num_classes=10, images_per_class=4, seed=0, identity_offset=5000)
-    make_verification_bin(ds, 60, 0, path=bin_path)
-    paths = {}
-    for last in (16, 32):
-        cfg_path = tmp / f'tiny{last}.py'
-        cfg_path.write_text(TINY.format(last=last, bin=bin_path))
-        model = MODELS.build(Config.fromfile(str(cfg_path)).model.to_dict())
-        paths[last] = (str(cfg_path), save_checkpoint(model, str(tmp / f'tiny{last}.ckpt')))
+    bin_path = make_bin(data / 'lfw.bin')
+    paths = {last: write_config_and_checkpoint(tmp, f'tiny{last}', bin_path, last) for last in (16, 32)}
     return dict(tmp=tmp, data=str(data), bin=bin_path, tiny=paths[16], other=paths[32])
 
 

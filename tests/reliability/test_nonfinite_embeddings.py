@@ -14,28 +14,21 @@ import facekit  # noqa: F401  (fill the registries)
 from facekit.apis import FaceEmbedder
 from facekit.evaluation import NonFiniteEmbeddingError, VerificationEvaluator, embed_images
 from facekit.utils.checkpoint import NonFiniteCheckpointError, save_checkpoint
+from tiny_eval import make_bin, tiny_config
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-BACKBONE = dict(type='IResNet', layers=(1, 1, 1, 1), widths=(8, 8, 16, 16), stem_channels=8, embedding_size=16)
-TINY = """
-model = dict(type='FaceRecognizer', backbone={backbone!r},
-             head=dict(type='NormFCHead', embedding_size=16, num_classes=10), loss=dict(type='ArcFaceLoss'))
-runtime = dict(device_target='CPU', mode='graph')
-val_evaluators = [dict(type='VerificationEvaluator', bin_path={bin!r}, name='lfw', batch_size=32)]
-"""
 
 
 @pytest.fixture(scope='module')
 def files(tmp_path_factory):
     from facekit.config import Config
-    from facekit.datasets import SyntheticIdentities, make_verification_bin
+    from facekit.datasets import SyntheticIdentities
     from facekit.registry import MODELS
     tmp = tmp_path_factory.mktemp('nonfinite')
-    bin_path = str(tmp / 'lfw.bin')
+    bin_path = make_bin(tmp / 'lfw.bin', num_classes=6, num_pairs=20)
     ds = SyntheticIdentities(num_classes=6, images_per_class=4, seed=0, identity_offset=5000)
-    make_verification_bin(ds, 20, 0, path=bin_path)
     cfg = tmp / 'tiny.py'
-    cfg.write_text(TINY.format(backbone=BACKBONE, bin=bin_path))
+    cfg.write_text(tiny_config(bin_path))
     model = MODELS.build(Config.fromfile(str(cfg)).model.to_dict())
     good = save_checkpoint(model, str(tmp / 'good.ckpt'))
     params = {n: p.asnumpy().copy() for n, p in model.parameters_and_names()}
