@@ -8,8 +8,8 @@ import sys
 
 HERE = osp.join(osp.dirname(osp.abspath(__file__)), 'benchmarks')
 COMMANDS = {'data': 'data loading: images/sec decoding 112x112 records with N workers',
-            'train': 'training step: samples/sec and peak RSS per backbone',
-            'infer': 'embedding throughput: images/sec in MindSpore and onnxruntime'}
+            'train': 'training step: samples/sec and peak RSS per backbone (--compare torch: vs PyTorch)',
+            'infer': 'embedding throughput: images/sec in MindSpore and onnxruntime (--compare torch: vs PyTorch)'}
 
 
 def main(argv=None):

@@ -8,6 +8,13 @@ not depend on the weights): one warm-up call (graph compilation / session optimi
 ``--iters`` timed calls; the median call gives images/sec. MindSpore runs the backbone in graph
 mode; onnxruntime runs the file ``facekit.apis.export`` writes (dynamic batch) with all graph
 optimisations. Figures on a shared machine are noisy: compare engines in the same run.
+
+``--compare torch`` adds PyTorch eager (tools/benchmarks/torch_reference.py, eval mode, no_grad,
+torch.set_num_threads(2)) and times all engines interleaved (one call of each per round, ``--iters``
+rounds, after one warm-up call each); onnxruntime runs with its default session options (threads:
+one per core). Ratios are over PyTorch eager. Without PyTorch it prints why and exits with status 2.
+
+    python tools/benchmark.py infer --compare torch --backbones iresnet50 mobilefacenet vit_t --iters 5
 """
 import argparse
 import os.path as osp
@@ -16,9 +23,10 @@ import sys
 import tempfile
 import time
 
-
-# PyTorch reference on the development machine (DESIGN.md, inference batch 64, fp32).
-PYTORCH_REFERENCE = {'iresnet18': 29.4, 'iresnet50': 12.5, 'mobilefacenet': 87.8, 'vit_t': 43.0}
+HERE = osp.dirname(osp.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)   # compare.py, torch_reference.py (tools/ is not a package)
+import compare  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -30,6 +38,8 @@ def parse_args(argv=None):
     parser.add_argument('--iters', type=int, default=5, help='timed calls per engine (after one warm-up)')
     parser.add_argument('--threads', type=int, default=0,
                         help='onnxruntime intra-op threads (0: one per core, onnxruntime default)')
+    parser.add_argument('--compare', choices=['torch'],
+                        help='also time PyTorch eager, all engines interleaved, ratios over PyTorch')
     return parser.parse_args(argv)
 
 
@@ -59,8 +69,73 @@ def bench_onnxruntime(path, x, iters, threads):
     return _timed(lambda: session.run(['embedding'], {'data': x}), iters)
 
 
+def run_compare(args, x):
+    """All engines plus PyTorch eager, interleaved per backbone; prints a Markdown table."""
+    import numpy as np
+    import mindspore as ms
+    import onnxruntime as ort
+    import facekit.models  # noqa: F401
+    from facekit.apis.export import export_backbone
+    from facekit.registry import BACKBONES
+    torch = compare.import_torch()
+    import torch_reference
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.backbones:
+            fns, rss = {}, {}
+            with compare.PeakRSS() as r:
+                net = BACKBONES.build(dict(type=name))
+                net.set_train(False)
+                tensor = ms.Tensor(x)
+                fns['facekit'] = lambda: net(tensor).asnumpy()
+                fns['facekit']()
+            rss['facekit'] = r.growth_mb
+            with compare.PeakRSS() as r:
+                path = export_backbone(net, osp.join(tmp, name), fmt='onnx', batch='dynamic')
+                session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+                fns['onnxruntime'] = lambda: session.run(['embedding'], {'data': x})
+                fns['onnxruntime']()
+            rss['onnxruntime'] = r.growth_mb
+            with compare.PeakRSS() as r:
+                model = torch_reference.get_model(compare.torch_name(name)).eval()
+                xt = torch.from_numpy(np.ascontiguousarray(x))
+
+                def torch_call():
+                    with torch.no_grad():
+                        return model(xt).numpy()
+                fns['torch'] = torch_call
+                fns['torch']()
+            rss['torch'] = r.growth_mb
+            times = compare.interleave(fns, args.iters)
+            ips = {k: compare.throughput(args.batch, v) for k, v in times.items()}
+            load = compare.load_average()
+            rows.append([name, args.batch, f"{ips['facekit']:.1f}", f"{ips['onnxruntime']:.1f}", f"{ips['torch']:.1f}",
+                         compare.fmt_ratio(compare.ratio(ips['facekit'], ips['torch'])),
+                         compare.fmt_ratio(compare.ratio(ips['onnxruntime'], ips['torch']))]
+                        + ['-' if rss[k] is None else f'{rss[k]:.0f}' for k in ('facekit', 'onnxruntime', 'torch')]
+                        + [load])
+            print(f'{name}: ' + ', '.join(f'{k} {v:.1f} images/s' for k, v in ips.items()) + f', load {load}',
+                  flush=True)
+    header = ['backbone', 'batch', 'MindSpore graph (img/s)', 'onnxruntime (img/s)', 'PyTorch eager (img/s)',
+              'MindSpore / PyTorch', 'onnxruntime / PyTorch', 'MindSpore peak RSS growth (MB)',
+              'onnxruntime (MB)', 'PyTorch (MB)', 'load avg (1m 5m 15m)']
+    print()
+    print(compare.markdown_table(header, rows))
+    return 0
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.compare:
+        try:
+            for name in args.backbones:
+                compare.torch_name(name)
+        except ValueError as e:
+            print(e, file=sys.stderr)
+            return 2
+        if compare.import_torch() is None:
+            print(compare.NO_TORCH, file=sys.stderr)
+            return 2
     import numpy as np
     import facekit.models  # noqa: F401
     from facekit.apis.export import export_backbone
@@ -69,6 +144,8 @@ def main(argv=None):
 
     setup_runtime('auto', mode='graph')
     x = np.random.default_rng(0).uniform(-1, 1, (args.batch, 3, 112, 112)).astype(np.float32)
+    if args.compare:
+        return run_compare(args, x)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.backbones:
@@ -80,17 +157,13 @@ def main(argv=None):
             if 'onnxruntime' in args.engines:
                 path = export_backbone(net, osp.join(tmp, name), fmt='onnx', batch='dynamic')
                 result['onnxruntime'] = args.batch / bench_onnxruntime(path, x, args.iters, args.threads)
-            ref = PYTORCH_REFERENCE.get(name)
             cells = [f"{result[e]:.1f}" if e in result else '-' for e in ('mindspore', 'onnxruntime')]
-            ratio = f'{max(result.values()) / ref:.2f}x' if ref else '-'
-            rows.append([name] + cells + [f'{ref}' if ref else '-', ratio])
+            rows.append([name] + cells)
             print(f'{name}: ' + ', '.join(f'{e} {v:.1f} images/s' for e, v in result.items()), flush=True)
-    header = ['backbone', 'MindSpore graph (img/s)', 'onnxruntime (img/s)', 'PyTorch ref (img/s)', 'best / ref']
     print()
-    print('| ' + ' | '.join(header) + ' |')
-    print('|' + '---|' * len(header))
-    for r in rows:
-        print('| ' + ' | '.join(r) + ' |')
+    print(compare.markdown_table(['backbone', 'MindSpore graph (img/s)', 'onnxruntime (img/s)'], rows))
+    print(f'load average (1m 5m 15m): {compare.load_average()}; '
+          'for ratios to PyTorch in the same run: --compare torch')
     return 0
 
 

@@ -10,6 +10,14 @@ counted (see ``benchmark.py data`` for that). The head is a normalized FC over
 ``--num-classes`` centres with ArcFace loss, as in the reference trainer's measurement. The first ``--warmup`` steps (compilation) are reported apart.
 ``--breakdown`` also times the forward alone and forward+backward, to show where time goes.
 Each backbone runs in its own process so peak RSS is per backbone.
+
+``--compare torch`` also builds the same step in PyTorch (tools/benchmarks/torch_reference.py: the
+backbone as arcface_torch writes it, normalized FC + ArcFace, SGD momentum, clipping at 5; eager, fp32,
+torch.set_num_threads(2)) in the same process and times the two interleaved: ``--steps`` rounds of one
+facekit step then one PyTorch step; medians, ratio = facekit samples/s / PyTorch samples/s. Peak RSS per
+side: see tools/benchmarks/compare.py. Without PyTorch installed it prints why and exits with status 2.
+
+    python tools/benchmark.py train --compare torch --backbone iresnet18 mobilefacenet vit_t --steps 5
 """
 import argparse
 import json
@@ -19,6 +27,11 @@ import resource
 import subprocess
 import sys
 import time
+
+HERE = osp.dirname(osp.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)   # compare.py, torch_reference.py (tools/ is not a package)
+import compare  # noqa: E402
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
@@ -37,6 +50,7 @@ def parse_args(argv):
     p.add_argument('--threads', type=int, default=None, help='runtime_num_threads (default: MindSpore picks)')
     p.add_argument('--breakdown', action='store_true', help='also time forward and forward+backward')
     p.add_argument('--json', action='store_true', help='print one JSON object per backbone instead of a table')
+    p.add_argument('--compare', choices=['torch'], help='also time the same step in PyTorch, interleaved')
     p.add_argument('--_child', action='store_true', help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -55,8 +69,8 @@ def _time(fn, steps, warmup):
     return first, times[len(times) // 2], sum(times) / len(times)
 
 
-def run_one(args, backbone):
-    """Measure one backbone in this process; returns a dict of figures."""
+def build_facekit_step(args, backbone):
+    """facekit's compiled TrainStep on fixed random inputs: (step() -> None, model, opt, result dict)."""
     import numpy as np
     from facekit.utils.runtime import setup_runtime
     setup_runtime('CPU', args.mode, seed=0)
@@ -90,6 +104,13 @@ def run_one(args, backbone):
     lr = ms.Tensor(np.float32(0.01))
     result = dict(backbone=backbone, batch_size=args.batch_size, mode=args.mode, params_m=params / 1e6,
                   jit_level=args.jit_level or 'default', threads=args.threads or 'default')
+    return (lambda: step(img, label, lr)[0].asnumpy()), model, opt, (img, label), result
+
+
+def run_one(args, backbone):
+    """Measure one backbone in this process; returns a dict of figures."""
+    import mindspore as ms
+    step, model, opt, (img, label), result = build_facekit_step(args, backbone)
     if args.breakdown:
         class Fwd(ms.nn.Cell):
             def __init__(self, m):
@@ -113,17 +134,76 @@ def run_one(args, backbone):
         fwdbwd = FwdBwd(model, opt.parameters)
         _, result['forward_s'], _ = _time(lambda: fwd(img, label).asnumpy(), args.steps, args.warmup)
         _, result['forward_backward_s'], _ = _time(lambda: fwdbwd(img, label)[0].asnumpy(), args.steps, args.warmup)
-    first, median, mean = _time(lambda: step(img, label, lr)[0].asnumpy(), args.steps, args.warmup)
+    first, median, mean = _time(step, args.steps, args.warmup)
     result.update(first_steps_s=first, step_s=median, mean_step_s=mean,
                   samples_per_s=args.batch_size / median,
                   peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
     return result
 
 
+def run_compare(args, backbone):
+    """facekit and PyTorch train steps in this process, interleaved; returns a dict of figures."""
+    import numpy as np
+    torch = compare.import_torch()
+    import torch_reference
+    from facekit.utils.runtime import setup_runtime
+    setup_runtime('CPU', args.mode, seed=0)   # mindspore imported before either side is built
+    with compare.PeakRSS() as fk_rss:
+        fk_step, _, _, _, result = build_facekit_step(args, backbone)
+        start = time.perf_counter()
+        for _ in range(args.warmup):
+            fk_step()
+        fk_first = time.perf_counter() - start
+    with compare.PeakRSS() as pt_rss:
+        pt_train = torch_reference.make_train_step(compare.torch_name(backbone), args.num_classes)
+        rng = np.random.default_rng(0)
+        img = torch.from_numpy(rng.standard_normal((args.batch_size, 3, 112, 112)).astype(np.float32))
+        label = torch.from_numpy(rng.integers(0, args.num_classes, args.batch_size).astype(np.int64))
+        start = time.perf_counter()
+        for _ in range(args.warmup):
+            pt_train(img, label)
+        pt_first = time.perf_counter() - start
+    times = compare.interleave({'facekit': fk_step, 'torch': lambda: pt_train(img, label)}, args.steps)
+    fk, pt = (compare.throughput(args.batch_size, times[k]) for k in ('facekit', 'torch'))
+    result.update(facekit_samples_per_s=fk, torch_samples_per_s=pt, ratio=compare.ratio(fk, pt),
+                  facekit_first_steps_s=fk_first, torch_first_steps_s=pt_first,
+                  facekit_rss_growth_mb=fk_rss.growth_mb, torch_rss_growth_mb=pt_rss.growth_mb,
+                  rounds=args.steps, torch_threads=torch.get_num_threads(), load_average=compare.load_average(),
+                  times=times)
+    return result
+
+
+def print_compare(rows):
+    def mb(v):
+        return '-' if v is None else f'{v:.0f}'
+    header = ['backbone', 'batch', 'facekit samples/s', 'PyTorch samples/s', 'facekit / PyTorch',
+              'facekit first steps (s)', 'PyTorch first steps (s)', 'facekit peak RSS growth (MB)',
+              'PyTorch peak RSS growth (MB)', 'load avg (1m 5m 15m)']
+    print(compare.markdown_table(header, [
+        [r['backbone'], r['batch_size'], f"{r['facekit_samples_per_s']:.2f}", f"{r['torch_samples_per_s']:.2f}",
+         compare.fmt_ratio(r['ratio']), f"{r['facekit_first_steps_s']:.1f}", f"{r['torch_first_steps_s']:.1f}",
+         mb(r['facekit_rss_growth_mb']), mb(r['torch_rss_growth_mb']), r['load_average']] for r in rows]))
+
+
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.compare:
+        if args.config or args.breakdown:
+            print('--compare torch times registered backbones (--backbone); it takes neither --config nor '
+                  '--breakdown', file=sys.stderr)
+            return 2
+        try:
+            for name in args.backbone:
+                compare.torch_name(name)
+        except ValueError as e:
+            print(e, file=sys.stderr)
+            return 2
+        if compare.import_torch() is None:
+            print(compare.NO_TORCH, file=sys.stderr)
+            return 2
     if args._child:
-        print('RESULT ' + json.dumps(run_one(args, args.backbone[0])), flush=True)
+        run = run_compare if args.compare else run_one
+        print('RESULT ' + json.dumps(run(args, args.backbone[0])), flush=True)
         return 0
     names = [None] if args.config else args.backbone
     rows = []
@@ -138,6 +218,8 @@ def main(argv=None):
             child += ['--threads', str(args.threads)]
         if args.breakdown:
             child.append('--breakdown')
+        if args.compare:
+            child += ['--compare', args.compare]
         proc = subprocess.run(child, capture_output=True, text=True, env=dict(os.environ))
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith('RESULT ')]
         if proc.returncode != 0 or not lines:
@@ -147,7 +229,13 @@ def main(argv=None):
         rows.append(r)
         if args.json:
             print(json.dumps(r))
-    if not args.json:
+        elif args.compare:
+            print(f"{r['backbone']}: facekit {r['facekit_samples_per_s']:.2f}, PyTorch {r['torch_samples_per_s']:.2f} "
+                  f"samples/s ({compare.fmt_ratio(r['ratio'])}), load {r['load_average']}", flush=True)
+    if args.compare and not args.json:
+        print()
+        print_compare(rows)
+    elif not args.json:
         head = '| backbone | batch | mode | jit_level | samples/s | step (s) | first steps (s) | peak RSS (MB)'
         head += ' | forward (s) | fwd+bwd (s) |' if args.breakdown else ' |'
         print(head)

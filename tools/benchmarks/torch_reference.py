@@ -1,4 +1,5 @@
-"""A PyTorch transcription of insightface arcface_torch's backbones, for parity tests only (needs torch).
+"""A PyTorch transcription of insightface arcface_torch's backbones (needs torch), for the .pth parity tests
+(tests/apis/test_pth_import.py, test_load_any_format.py) and `tools/benchmark.py {train,infer} --compare torch`.
 
 Written from the reference's facts (recognition/arcface_torch/backbones/{iresnet,mobilefacenet,vit}.py
 and get_model in __init__.py): module nesting, attribute names, layer order, epsilons and biases are
@@ -6,10 +7,13 @@ the reference's, so ``state_dict()`` keys and shapes equal those of the files ar
 Left out because they change nothing in eval mode on CPU: fp16 autocast regions, gradient
 checkpointing, dropout/drop-path (identity at eval), weight initialisation (tests set every value).
 """
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-__all__ = ['get_model', 'IResNet', 'MobileFaceNet', 'VisionTransformer']
+__all__ = ['get_model', 'IResNet', 'MobileFaceNet', 'VisionTransformer', 'NormFCArcFace', 'make_train_step']
 
 
 # ----------------------------------------------------------------------------- IResNet
@@ -227,6 +231,49 @@ def get_model(name, num_features=512):
         dim, depth = _VIT[name]
         return VisionTransformer(112, 9, num_features, dim, depth, 8)
     raise ValueError(f'unknown arcface_torch model {name!r}')
+
+
+# ----------------------------------------------------------------------------- training step (benchmarks)
+class NormFCArcFace(nn.Module):
+    """Normalized FC over ``num_classes`` centres + ArcFace ``s * cos(theta + m)`` + cross-entropy: arcface_torch's
+    PartialFC_V2 at sample_rate 1 with CombinedMarginLoss(s, 1, m, 0), written without its in-place no-grad arccos
+    (the gradient flows through cos(theta + m), as in facekit's ArcFaceLoss). Call: (emb (B, E), labels (B,)) -> loss.
+    """
+
+    def __init__(self, embedding_size=512, num_classes=1000, s=64.0, m=0.5):
+        super().__init__()
+        self.s, self.m = s, m
+        self.weight = nn.Parameter(0.01 * torch.randn(num_classes, embedding_size))
+
+    def forward(self, embeddings, labels):
+        cosine = F.linear(F.normalize(embeddings), F.normalize(self.weight)).clamp(-1.0, 1.0)
+        target = cosine.gather(1, labels[:, None])
+        # theta + m > pi: insightface's fallback cos(theta) - m * sin(m) keeps the logit monotonic
+        phi = torch.where(target > math.cos(math.pi - self.m),
+                          torch.cos(torch.acos(target.clamp(-1 + 1e-7, 1 - 1e-7)) + self.m),
+                          target - math.sin(math.pi - self.m) * self.m)
+        return F.cross_entropy(self.s * cosine.scatter(1, labels[:, None], phi), labels)
+
+
+def make_train_step(name, num_classes=1000, lr=0.01, momentum=0.9, weight_decay=5e-4, clip_grad_norm=5.0, seed=0):
+    """A train-mode ``name`` backbone + ``NormFCArcFace`` + SGD momentum (no decay on 0/1-d parameters, gradient
+    norm clipped at ``clip_grad_norm``), the same step facekit's TrainStep compiles. Returns ``step(img, labels)
+    -> float loss``; img (B, 3, 112, 112) float32, labels (B,) int64."""
+    torch.manual_seed(seed)
+    backbone, head = get_model(name).train(), NormFCArcFace(512, num_classes).train()
+    params = list(backbone.parameters()) + list(head.parameters())
+    groups = [{'params': [p for p in params if p.ndim > 1], 'weight_decay': weight_decay},
+              {'params': [p for p in params if p.ndim <= 1], 'weight_decay': 0.0}]
+    opt = torch.optim.SGD(groups, lr=lr, momentum=momentum)
+
+    def step(img, labels):
+        opt.zero_grad(set_to_none=True)
+        loss = head(backbone(img), labels)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
+        opt.step()
+        return loss.item()
+    return step
 
 
 # ----------------------------------------------------------------------------- test fixtures
