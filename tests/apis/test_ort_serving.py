@@ -134,8 +134,8 @@ def test_errors_name_the_problem(model, tmp_path):
         FaceEmbedder(dict(cfg, embedding_size=32), path, backend='onnxruntime')
 
 
-def _tool(args, timeout=300):
-    env = dict(os.environ, ONEDNN_MAX_CPU_ISA='AVX2')
+def _tool(args, timeout=300, **env):
+    env = dict(os.environ, PYTHONPATH=ROOT, ONEDNN_MAX_CPU_ISA='AVX2', **env)
     return subprocess.run([sys.executable] + [str(a) for a in args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
@@ -177,6 +177,7 @@ def test_infer_tool_with_onnxruntime(tiny_export):
     assert f"{'same' if sim >= 0.5 else 'different'} person at threshold 0.5" in proc.stdout
 
 
+@pytest.mark.slow  # three tools/test.py runs
 def test_test_tool_with_onnxruntime_matches_mindspore(tiny_export):
     t, tmp = tiny_export, tiny_export['tmp']
     results = {}
@@ -184,12 +185,8 @@ def test_test_tool_with_onnxruntime_matches_mindspore(tiny_export):
                         ('ort_ckpt', ['--backend', 'onnxruntime', '--cfg-options', 'test_cfg.batch_size=7'])):
         weights = t['ckpt'] if name == 'ort_ckpt' else t['onnx']
         out = str(tmp / f'{name}.json')
-        env_cache = dict(FACEKIT_CACHE=str(tmp / 'cache'))
-        os.environ.update(env_cache)
-        try:
-            proc = _tool(['tools/test.py', t['cfg'], weights, '--out', out, '--work-dir', tmp / 'work'] + extra)
-        finally:
-            os.environ.pop('FACEKIT_CACHE')
+        proc = _tool(['tools/test.py', t['cfg'], weights, '--out', out, '--work-dir', tmp / 'work'] + extra,
+                     FACEKIT_CACHE=str(tmp / 'cache'))
         assert proc.returncode == 0, (name, proc.stderr[-3000:])
         with open(out) as f:
             results[name] = json.load(f)['results']['lfw']
