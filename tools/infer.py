@@ -3,6 +3,7 @@
     python tools/infer.py CONFIG CHECKPOINT IMG            # embedding summary per image
     python tools/infer.py CONFIG CHECKPOINT IMG1 IMG2      # cosine similarity of two faces
     python tools/infer.py CONFIG CHECKPOINT FOLDER --save-npy feats.npy
+    python tools/infer.py CONFIG MODEL.onnx IMG1 IMG2 --backend onnxruntime   # served by onnxruntime (CPU)
 
 IMG may be an image file or a folder (its images sorted by name). Images should be aligned
 112x112 crops (see facekit.apis.align_face); others are resized with a warning.
@@ -24,6 +25,10 @@ def parse_args(argv=None):
                         help='cosine-similarity threshold: with IMG2, also print same/different')
     parser.add_argument('--save-npy', default=None, help='save the (N, E) normalized embeddings here')
     parser.add_argument('--device-target', default='auto')
+    parser.add_argument('--backend', default='mindspore', choices=['mindspore', 'onnxruntime'],
+                        help='onnxruntime (CPU): serve an .onnx as it is, or export CHECKPOINT once to a cached .onnx; '
+                             'an .onnx with the default backend is converted into the MindSpore backbone')
+    parser.add_argument('--threads', type=int, default=0, help='onnxruntime intra-op threads (0: one per core)')
     return parser.parse_args(argv)
 
 
@@ -33,7 +38,8 @@ def main(argv=None):
     from facekit.apis import FaceEmbedder, collect_images
 
     embedder = FaceEmbedder(args.config, args.checkpoint, device_target=args.device_target,
-                            batch_size=args.batch_size, flip=args.flip)
+                            batch_size=args.batch_size, flip=args.flip, backend=args.backend,
+                            num_threads=args.threads)
     inputs = [args.img] if args.img2 is None else [args.img, args.img2]
     names, images = collect_images(inputs)
     if args.img2 is not None and len(images) != 2:

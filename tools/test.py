@@ -2,12 +2,17 @@
 
     python tools/test.py CONFIG CHECKPOINT [--target lfw,cfp_fp,agedb_30,calfw,cplfw]
         [--data-root DIR] [--batch-size N] [--device-target auto] [--out results.json]
-        [--work-dir DIR] [--nfolds 10] [--no-flip] [--roc] [--cfg-options k=v ...]
+        [--work-dir DIR] [--nfolds 10] [--no-flip] [--roc] [--backend mindspore|onnxruntime]
+        [--cfg-options k=v ...]
 
 Without --target the config's ``test_evaluators`` (else ``val_evaluators``) are run. With
 --target, ``<data root>/<name>.bin`` is evaluated for each name; the data roots searched are
 --data-root, the config's ``data_root``, and the folders of the config's evaluator .bin files.
 Missing .bin files are listed first with every path searched; the others are still evaluated.
+
+CHECKPOINT may be any weights format facekit loads; an ``.onnx`` is converted into the MindSpore
+backbone by default. ``--backend onnxruntime`` embeds with onnxruntime on CPU instead: an ``.onnx``
+is served as it is, another checkpoint is exported once (cached) and checked against MindSpore.
 
 Results: each evaluator's table on stdout, all numbers as JSON (--out, default
 ``<work dir>/eval_<checkpoint name>.json``), ROC PNGs in the work dir with --roc.
@@ -24,7 +29,7 @@ DEFAULT_TARGETS = 'lfw,cfp_fp,agedb_30,calfw,cplfw'
 def parse_args(argv=None):
     parser = cli.ArgumentParser(description='Evaluate a facekit checkpoint (10-fold verification, TAR@FAR).')
     parser.add_argument('config', help='experiment config file')
-    parser.add_argument('checkpoint', help='.ckpt file (FaceRecognizer or bare backbone)')
+    parser.add_argument('checkpoint', help='weights file: .ckpt (FaceRecognizer or bare backbone), .pth, .onnx')
     parser.add_argument('--target', default=None,
                         help=f'comma-separated .bin names, e.g. {DEFAULT_TARGETS}; default: the config\'s evaluators')
     parser.add_argument('--data-root', default=None, help='folder holding <target>.bin files')
@@ -35,6 +40,9 @@ def parse_args(argv=None):
     parser.add_argument('--no-flip', action='store_true', help='embed the original images only')
     parser.add_argument('--work-dir', default=None, help='default: the config\'s work_dir or work_dirs/<config name>')
     parser.add_argument('--out', default=None, help='JSON results path (default: <work dir>/eval_<checkpoint>.json)')
+    parser.add_argument('--backend', default=None, choices=['mindspore', 'onnxruntime'],
+                        help='embed with MindSpore (default) or onnxruntime on CPU (an .onnx served as it is, '
+                             'another checkpoint exported once to a cached .onnx)')
     parser.add_argument('--roc', action='store_true', help='write an ROC curve PNG per target to the work dir')
     add_cfg_options_argument(parser)
     return parser.parse_args(argv)
@@ -44,7 +52,8 @@ def main(argv=None):
     args = parse_args(argv)
     targets = [t.strip() for t in args.target.split(',') if t.strip()] if args.target else None
     test_cfg = dict(targets=targets, data_root=args.data_root, batch_size=args.batch_size,
-                    flip=False if args.no_flip else None, nfolds=args.nfolds, out=args.out, roc=args.roc)
+                    flip=False if args.no_flip else None, nfolds=args.nfolds, out=args.out, roc=args.roc,
+                    backend=args.backend)
     overrides = {'work_dir': args.work_dir, 'load_from': args.checkpoint, 'runtime.mode': args.mode,
                  'runtime.device_target': args.device_target}
     from facekit.engine import Runner

@@ -4,6 +4,9 @@
     >>> feats = emb.embed(['a.jpg', 'b.jpg'])          # (2, 512) float32, L2-normalized
     >>> emb.compare('a.jpg', 'b.jpg')                   # cosine similarity in [-1, 1]
 """
+import os
+import os.path as osp
+
 import numpy as np
 
 from ..datasets.preprocess import normalize
@@ -28,11 +31,31 @@ def _chunk_sizes(n, batch_size):
     return out
 
 
+def _is_onnx_file(path):
+    if path is None or not osp.isfile(os.fspath(path)):
+        return False
+    from .weight_import import detect_format
+    return detect_format(path) == 'onnx'
+
+
+def _check_onnx_matches_cfg(model, backbone_cfg):
+    """Refuse an ONNX file whose input or embedding size contradicts the config it is served under."""
+    from .model_loading import input_size_of
+    size, dim = input_size_of(backbone_cfg), backbone_cfg.get('embedding_size')
+    if model.input_size is not None and model.input_size != size:
+        raise ValueError(f'{model.path} takes {model.input_size}x{model.input_size} input, the config '
+                         f"{backbone_cfg['type']} {size}x{size}")
+    if dim is not None and model.embedding_size is not None and model.embedding_size != int(dim):
+        raise ValueError(f'{model.path} gives {model.embedding_size}-d embeddings, the config '
+                         f"{backbone_cfg['type']} embedding_size={dim}")
+
+
 class FaceEmbedder:
     """A backbone loaded once, turning face images into embeddings.
 
     Args:
-        config: config file path, ``Config`` or dict (full experiment or bare backbone dict).
+        config: config file path, ``Config`` or dict (full experiment or bare backbone dict); may be
+            None when serving an ``.onnx`` file with onnxruntime (see ``from_onnx``).
         checkpoint: a weights file: a facekit ``.ckpt`` (FaceRecognizer or bare backbone), an
             arcface_torch ``.pth``, a mindface ``.ckpt`` or an ONNX model (converted in memory, see
             ``build_backbone``), or None for random weights (a warning; for tests and benchmarks only).
@@ -41,26 +64,74 @@ class FaceEmbedder:
         flip: default for ``embed(flip=...)``: add the horizontally flipped image's embedding
             before normalizing (the verification protocol's "flip test").
         mode: MindSpore execution mode, 'graph' (compiled, fast) or 'pynative'.
-    Note: this configures MindSpore's global context (device, mode) through ``setup_runtime``.
+        backend: 'mindspore', or 'onnxruntime' (CPU): an ONNX checkpoint is served as it is, any
+            other is exported once to an ``.onnx`` in ``cache_dir`` and checked against MindSpore
+            (see ``facekit.apis.onnx_serving``).
+        num_threads: onnxruntime intra-op threads (0: onnxruntime's default, one per physical core).
+        cache_dir: where onnxruntime exports are kept (default ``onnx_serving.default_cache_dir()``).
+    Note: the MindSpore backend configures MindSpore's global context (device, mode) through
+    ``setup_runtime``; so does exporting a checkpoint for onnxruntime.
     """
 
-    def __init__(self, config, checkpoint=None, device_target='auto', batch_size=64, flip=False, mode='graph'):
+    def __init__(self, config, checkpoint=None, device_target='auto', batch_size=64, flip=False, mode='graph',
+                 backend='mindspore', num_threads=0, cache_dir=None):
+        from .onnx_serving import OnnxBackbone, check_backend, export_checked, onnx_file_for
         if int(batch_size) < 1:
             raise ValueError(f'batch_size must be >= 1, got {batch_size}')
-        self.device_target = setup_runtime(device_target, mode=mode)
-        self.backbone_cfg = backbone_cfg_from_config(config)
-        self.backbone = build_backbone(self.backbone_cfg, checkpoint)
+        self.backend = check_backend(backend)
         self.checkpoint = checkpoint
         self.batch_size = int(batch_size)
         self.flip = bool(flip)
-        self.image_size = input_size_of(self.backbone_cfg)
+        self.backbone_cfg = None if config is None else backbone_cfg_from_config(config)
+        self._tmp = None
+        if self.backend == 'mindspore' or self.backbone_cfg is not None and not _is_onnx_file(checkpoint):
+            self.device_target = setup_runtime(device_target, mode=mode)
+        else:
+            self.device_target = 'CPU'
+        if self.backend == 'mindspore':
+            if self.backbone_cfg is None:
+                raise ValueError("backend 'mindspore' needs a config naming the backbone")
+            self.backbone = build_backbone(self.backbone_cfg, checkpoint)
+            self.image_size = input_size_of(self.backbone_cfg)
+            return
+        if checkpoint is None:
+            if self.backbone_cfg is None:
+                raise ValueError("backend 'onnxruntime' needs an .onnx file or a config (and checkpoint) to export")
+            import tempfile
+            self._tmp = tempfile.TemporaryDirectory(prefix='facekit-onnx-')  # removed with the embedder
+            path = export_checked(build_backbone(self.backbone_cfg, None), osp.join(self._tmp.name, 'random'),
+                                  input_size_of(self.backbone_cfg))
+        elif self.backbone_cfg is None:
+            if not _is_onnx_file(checkpoint):
+                raise ValueError(f'{checkpoint} is not an ONNX model: pass the config too to export it for onnxruntime')
+            path = os.fspath(checkpoint)
+        else:
+            path = onnx_file_for(self.backbone_cfg, checkpoint, cache_dir)
+        self.backbone = OnnxBackbone(path, num_threads=num_threads)
+        self.onnx_path = path
+        if self.backbone_cfg is not None:
+            _check_onnx_matches_cfg(self.backbone, self.backbone_cfg)
+        self.image_size = (input_size_of(self.backbone_cfg) if self.backbone_cfg is not None
+                           else self.backbone.input_size or 112)
+
+    @classmethod
+    def from_onnx(cls, path, batch_size=64, flip=False, num_threads=0):
+        """Serve an exported ``.onnx`` face model with onnxruntime on CPU; no config or MindSpore needed.
+
+        Same ``embed`` / ``compare`` / ``verify`` API; the input size is read from the file (112 if free).
+        """
+        return cls(None, path, batch_size=batch_size, flip=flip, backend='onnxruntime', num_threads=num_threads)
 
     def __repr__(self):
-        return (f"FaceEmbedder(backbone={self.backbone_cfg['type']!r}, checkpoint={self.checkpoint!r}, "
-                f'device={self.device_target}, batch_size={self.batch_size}, flip={self.flip})')
+        return (f'FaceEmbedder(backbone={self._name()!r}, checkpoint={self.checkpoint!r}, '
+                f'backend={self.backend}, device={self.device_target}, batch_size={self.batch_size}, '
+                f'flip={self.flip})')
+
+    def _name(self):
+        return self.backbone_cfg['type'] if self.backbone_cfg is not None else osp.basename(self.onnx_path)
 
     def _what(self):
-        return f"FaceEmbedder({self.backbone_cfg['type']}, checkpoint {self.checkpoint or 'none: random weights'})"
+        return f"FaceEmbedder({self._name()}, checkpoint {self.checkpoint or 'none: random weights'})"
 
     def forward(self, batch):
         """Raw embeddings of a normalized batch.
@@ -75,10 +146,14 @@ class FaceEmbedder:
         return check_finite_embeddings(self._forward(batch), self._what())
 
     def _forward(self, batch):
-        import mindspore as ms
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         if batch.ndim != 4 or batch.shape[1] != 3:
             raise ValueError(f'expected a (N, 3, H, W) float32 batch, got shape {batch.shape}')
+        if self.backend == 'onnxruntime':
+            # onnxruntime takes any batch size: no padding to a reused shape.
+            return np.concatenate([self.backbone(batch[s:s + self.batch_size])
+                                   for s in range(0, batch.shape[0], self.batch_size)])
+        import mindspore as ms
         outs = []
         for start, real, padded in _chunk_sizes(batch.shape[0], self.batch_size):
             chunk = batch[start:start + real]

@@ -117,7 +117,8 @@ SECTION_KEYS = {
                     jit_level=None, comm_backend=None, allow_cpu_fp16=bool, device_target_resolved=None),
     'train_cfg': dict(max_epochs=None, max_iters=(int, None), final_eval=bool, raw_pixel_floor=bool),
     'test_cfg': dict(targets=(list, tuple, None), data_root=(str, None), batch_size=(int, None),
-                     flip=(bool, None), nfolds=(int, None), out=(str, None), roc=bool),
+                     flip=(bool, None), nfolds=(int, None), out=(str, None), roc=bool,
+                     backend=(str, None)),
     'train_dataloader': dict(dataset=None, batch_size=None, num_workers=int, shuffle=bool, drop_remainder=bool,
                              seed=(int, None), python_multiprocessing=bool, native_transforms=bool),
 }

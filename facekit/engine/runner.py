@@ -279,11 +279,12 @@ class Runner:
 
         ``cfg.test_cfg`` may hold ``targets`` (list of .bin names), ``data_root``, ``batch_size``,
         ``flip``, ``nfolds`` (overrides for every evaluator), ``out`` (JSON path, default
-        ``<work_dir>/eval_<checkpoint name>.json``) and ``roc`` (ROC PNGs in work_dir). Returns
+        ``<work_dir>/eval_<checkpoint name>.json``), ``roc`` (ROC PNGs in work_dir) and ``backend``
+        ('mindspore' default, or 'onnxruntime': see ``apis.onnx_serving.build_embed_model``). Returns
         ``{name: result}``; empty when no target could be found (each missing one is logged with the
         paths searched).
         """
-        from ..apis.model_loading import build_backbone
+        from ..apis.onnx_serving import build_embed_model
         from ..evaluation import base as ev_base, reporting
         from ..evaluation.targets import test_evaluator_cfgs
         from ..registry import EVALUATORS
@@ -304,7 +305,7 @@ class Runner:
         if not selected:
             self.log('nothing to evaluate')
             return {}
-        backbone = build_backbone(cfg, self.load_from)
+        backbone = build_embed_model(cfg, self.load_from, backend=test_cfg.get('backend') or 'mindspore', log=self.log)
         evaluators = [ev_base.as_evaluator(EVALUATORS.build(c)) for c in selected]
         results = ev_base.evaluate_all(evaluators, backbone, dist=dist.dist_info(), log=self.log)
         if self.rank == 0:

@@ -57,6 +57,7 @@ def test_doc_has_the_promised_blocks():
 def test_inference_doc_runs(tmp_path, monkeypatch):
     _prepare(str(tmp_path))
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv('FACEKIT_CACHE', str(tmp_path / 'cache'))   # onnxruntime exports stay in tmp_path
     namespace = {}
     for lang, code in doc_blocks(DOC):
         if lang == 'python':
