@@ -1,6 +1,6 @@
 """ONNX import of arcface_torch's ViT, exported the way its ``torch2onnx.py`` exports it.
 
-The PyTorch model below is a transcription of arcface_torch ``backbones/vit.py`` (module names,
+The PyTorch model (tools/benchmarks/torch_reference.py) is a transcription of arcface_torch ``backbones/vit.py`` (module names,
 layer order, LayerNorm eps 1e-5, BatchNorm1d eps 2e-5, qkv without bias, ReLU6 MLP, scale applied to
 the q k^T scores, ``.float()`` casts) at the ``vit_t`` setting of its ``get_model`` (112 px, patch 9,
 width 256, 8 heads, 512-d embedding); only the depth is cut to 2 blocks for speed (``test_full_vit_t``
@@ -28,93 +28,18 @@ onnx = require_module('onnx')
 ort = require_module('onnxruntime')
 torch = require_module('torch')
 nn = torch.nn
+sys.path.insert(0, osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'tools', 'benchmarks'))
+import torch_reference  # noqa: E402  (arcface_torch's backbones transcribed in PyTorch: one copy, shared)
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 VIT_T = dict(img_size=112, patch_size=9, num_classes=512, embed_dim=256, depth=2, num_heads=8)
 X = np.random.default_rng(0).uniform(-1, 1, (3, 3, 112, 112)).astype(np.float32)
 
 
-class Mlp(nn.Module):
-    def __init__(self, dim, hidden):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.ReLU6()
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x):
-        return self.fc2(self.act(self.fc1(x)))
-
-
-class Attention(nn.Module):
-    def __init__(self, dim, num_heads, qkv_bias):
-        super().__init__()
-        self.num_heads = num_heads
-        self.scale = (dim // num_heads) ** -0.5
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x):
-        b, n, d = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv[0].float(), qkv[1].float(), qkv[2].float()
-        attn = ((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1)
-        return self.proj((attn @ v).transpose(1, 2).reshape(b, n, d))
-
-
-class Block(nn.Module):
-    def __init__(self, dim, num_heads, qkv_bias, ln_eps):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=ln_eps)
-        self.attn = Attention(dim, num_heads, qkv_bias)
-        self.norm2 = nn.LayerNorm(dim, eps=ln_eps)
-        self.mlp = Mlp(dim, dim * 4)
-
-    def forward(self, x):
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
-
-
-class PatchEmbed(nn.Module):
-    def __init__(self, patch_size, embed_dim):
-        super().__init__()
-        self.proj = nn.Conv2d(3, embed_dim, kernel_size=patch_size, stride=patch_size)
-
-    def forward(self, x):
-        return self.proj(x).flatten(2).transpose(1, 2)
-
-
-class TorchViT(nn.Module):
-    """arcface_torch VisionTransformer in eval mode (norm_layer='ln', no hybrid backbone)."""
-
-    def __init__(self, img_size, patch_size, num_classes, embed_dim, depth, num_heads, qkv_bias=False,
-                 ln_eps=1e-5):
-        super().__init__()
-        self.embed_dim = embed_dim
-        self.patch_embed = PatchEmbed(patch_size, embed_dim)
-        self.num_patches = (img_size // patch_size) ** 2
-        self.pos_embed = nn.Parameter(torch.zeros(1, self.num_patches, embed_dim))
-        self.blocks = nn.ModuleList([Block(embed_dim, num_heads, qkv_bias, ln_eps) for _ in range(depth)])
-        self.norm = nn.LayerNorm(embed_dim, eps=ln_eps)
-        self.feature = nn.Sequential(
-            nn.Linear(embed_dim * self.num_patches, embed_dim, bias=False),
-            nn.BatchNorm1d(embed_dim, eps=2e-5),
-            nn.Linear(embed_dim, num_classes, bias=False),
-            nn.BatchNorm1d(num_classes, eps=2e-5))
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
-
-    def forward(self, x):
-        b = x.shape[0]
-        x = self.patch_embed(x) + self.pos_embed
-        for blk in self.blocks:
-            x = blk(x)
-        x = self.norm(x.float())
-        return self.feature(torch.reshape(x, (b, self.num_patches * self.embed_dim)))
-
-
 def _torch_vit(seed=0, **kw):
-    """A TorchViT with trained-looking values: random biases, LayerNorm affine and BN statistics."""
+    """arcface_torch's ViT with trained-looking values: random biases, LayerNorm affine and BN statistics."""
     torch.manual_seed(seed)
-    net = TorchViT(**{**VIT_T, **kw})
+    net = torch_reference.VisionTransformer(**{**VIT_T, **kw})
     with torch.no_grad():
         for name, p in net.named_parameters():
             if name.endswith('pos_embed') or name.endswith('mask_token'):

@@ -156,11 +156,11 @@ class Mlp(nn.Module):
 
 
 class Attention(nn.Module):
-    def __init__(self, dim, num_heads=8):
+    def __init__(self, dim, num_heads=8, qkv_bias=False):
         super().__init__()
         self.num_heads = num_heads
         self.scale = (dim // num_heads) ** -0.5
-        self.qkv = nn.Linear(dim, dim * 3, bias=False)
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x):
@@ -171,11 +171,11 @@ class Attention(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, dim, num_heads, mlp_ratio=4.0):
+    def __init__(self, dim, num_heads, mlp_ratio=4.0, qkv_bias=False, ln_eps=1e-5):
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = Attention(dim, num_heads)
-        self.norm2 = nn.LayerNorm(dim)
+        self.norm1 = nn.LayerNorm(dim, eps=ln_eps)
+        self.attn = Attention(dim, num_heads, qkv_bias)
+        self.norm2 = nn.LayerNorm(dim, eps=ln_eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
     def forward(self, x):
@@ -193,14 +193,19 @@ class PatchEmbed(nn.Module):
 
 
 class VisionTransformer(nn.Module):
-    def __init__(self, img_size=112, patch_size=9, num_classes=512, embed_dim=256, depth=12, num_heads=8):
+    """arcface_torch's ViT in eval mode (norm_layer='ln'); ``qkv_bias``/``ln_eps`` only for variants that
+    differ from it (tests of what an importer must refuse)."""
+
+    def __init__(self, img_size=112, patch_size=9, num_classes=512, embed_dim=256, depth=12, num_heads=8,
+                 qkv_bias=False, ln_eps=1e-5):
         super().__init__()
         self.embed_dim = embed_dim
         self.patch_embed = PatchEmbed(patch_size, embed_dim)
         self.num_patches = (img_size // patch_size) ** 2
         self.pos_embed = nn.Parameter(torch.zeros(1, self.num_patches, embed_dim))
-        self.blocks = nn.ModuleList([Block(embed_dim, num_heads) for _ in range(depth)])
-        self.norm = nn.LayerNorm(embed_dim)
+        self.blocks = nn.ModuleList([Block(embed_dim, num_heads, qkv_bias=qkv_bias, ln_eps=ln_eps)
+                                     for _ in range(depth)])
+        self.norm = nn.LayerNorm(embed_dim, eps=ln_eps)
         self.feature = nn.Sequential(
             nn.Linear(embed_dim * self.num_patches, embed_dim, bias=False), nn.BatchNorm1d(embed_dim, eps=2e-5),
             nn.Linear(embed_dim, num_classes, bias=False), nn.BatchNorm1d(num_classes, eps=2e-5))
