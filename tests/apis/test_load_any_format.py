@@ -180,7 +180,7 @@ def test_detect_format_on_files_torch_writes(files, tmp_path):
 def test_pth_loads_through_build_backbone(tmp_path):
     """arcface_torch's own iresnet18, saved with torch.save, embeds like facekit's iresnet18 loaded from it."""
     require_module('torch')
-    ref = osp.join(ROOT, 'tests', 'apis', 'arcface_torch_ref.py')
+    ref = osp.join(ROOT, 'tools', 'benchmarks', 'torch_reference.py')
     # The torch side in a subprocess (torch and MindSpore each bundle oneDNN/OpenMP).
     code = f"""
 import importlib.util, sys, numpy as np, torch

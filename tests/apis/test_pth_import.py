@@ -1,6 +1,6 @@
 """arcface_torch ``backbone.pth`` -> facekit: restricted unpickling and embedding parity.
 
-The PyTorch side (tests/apis/arcface_torch_ref.py, a transcription of arcface_torch's backbones with
+The PyTorch side (tools/benchmarks/torch_reference.py, a transcription of arcface_torch's backbones with
 its module names) runs in a subprocess: it writes the .pth files as ``torch.save`` does (zip and
 legacy layouts, ``module.`` prefixed) and its own eval-mode embeddings; this process converts the
 files with facekit (which never imports torch) and compares embeddings.
@@ -20,6 +20,8 @@ from required import require_module
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 require_module('torch')    # the PyTorch side of the parity test (the test extra pins it)
 
+TORCH_REFERENCE_DIR = os.path.join(ROOT, 'tools', 'benchmarks')   # torch_reference.py
+
 
 def _torch_side(code, cwd):
     env = dict(os.environ, PYTHONPATH=ROOT)
@@ -30,7 +32,8 @@ def _torch_side(code, cwd):
 
 def _write_references(out_dir, names):
     calls = '\n'.join(f'write_reference({n!r}, {str(out_dir)!r}, layouts={layouts!r})' for n, layouts in names)
-    _torch_side('from tests.apis.arcface_torch_ref import write_reference\n' + calls, out_dir)
+    head = f'import sys\nsys.path.insert(0, {TORCH_REFERENCE_DIR!r})\nfrom torch_reference import write_reference\n'
+    _torch_side(head + calls, out_dir)
 
 
 # arcface_torch name -> (facekit backbone, layouts written). Every model is read in both layouts; the
