@@ -8,7 +8,7 @@ identity, an occluding rectangle, blur and noise, all drawn from a generator see
 ``(seed, identity, image index)``. The same arguments therefore always give the same
 pixels, in any process and in any order of access.
 
-Why the nuisances: DESIGN.md "The bundled synthetic identities". Raw pixels must not be
+Why the nuisances (docs/dataset.md, docs/training.md): raw pixels must not be
 able to verify held-out identities on their own, or a trained model's accuracy proves
 nothing. Measure that floor with ``facekit.evaluation.floor.raw_pixel_floor``
 and report it beside any trained accuracy.

@@ -1,7 +1,8 @@
 """The raw-pixel floor: verification accuracy of comparing normalized pixels directly.
 
-A trained model's accuracy means something only well above this floor (DESIGN.md, "The bundled
-synthetic identities"). It runs the same 10-fold protocol as embeddings
+A trained model's accuracy means something only well above this floor: on the bundled synthetic
+identities the geometry (rotation, shift, part jitter) is what pixels cannot undo, so the floor stays
+low while a learned embedding clears it (docs/training.md has the measured floors). It runs the same 10-fold protocol as embeddings
 (``facekit.evaluation.verification.verification_metrics``).
 """
 import os

@@ -182,8 +182,12 @@ def test_conv_bias_then_kept_bn(tmp_path):
 
 @pytest.mark.parametrize('linear', ['gemm', 'matmul_add'])
 def test_linear_bias_into_bias_free_dense_then_bn(tmp_path, linear):
+    # the bias-free Dense cannot hold the ONNX bias b: the BN after it takes it as mean - b
     path = build_onnx(tmp_path / 'fcbias.onnx', linear=linear)
-    convert_and_compare(path, fc_bias=False)
+    params, _ = convert_and_compare(path, fc_bias=False)
+    w = _weights()
+    assert 'fc.bias' not in params
+    np.testing.assert_allclose(params['features.moving_mean'], w['bn3']['mean'] - w['fc_b'], rtol=1e-6, atol=1e-7)
 
 
 def test_one_shared_prelu_slope_is_broadcast(tmp_path):
