@@ -112,6 +112,7 @@ def test_k1_adds_no_buffer_and_no_second_graph():
     assert len([k for k in step4.accumulation_state() if k.startswith('grad.')]) == len(net.trainable_params())
 
 
+@pytest.mark.slow
 def test_buffer_holds_the_sum_of_the_unscaled_micro_gradients_and_the_step_uses_their_mean():
     """Worked independently: value_and_grad per micro-batch and on the batch of 8; the SGD update by hand."""
     init = _init_state()
@@ -143,6 +144,7 @@ def test_buffer_holds_the_sum_of_the_unscaled_micro_gradients_and_the_step_uses_
     assert all(not v.asnumpy().any() for k, v in step.accumulation_state().items() if k.startswith('grad.'))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('make_opt,lr', [(_sgd, 0.5), (lambda net: AdamW(net, lr=1e-2, weight_decay=0.05), 1e-2)],
                          ids=['sgd_momentum', 'adamw'])
 def test_k_micro_batches_equal_one_batch_of_k_times_b(make_opt, lr):
@@ -158,6 +160,7 @@ def test_k_micro_batches_equal_one_batch_of_k_times_b(make_opt, lr):
     assert moved > 1e-2                 # three steps moved the weights far beyond the tolerance
 
 
+@pytest.mark.slow
 def test_partialfc_head_at_rate_one_accumulates_like_one_batch():
     init = _init_state('partialfc')
     x, y = _data(2, seed=5)
@@ -167,6 +170,7 @@ def test_partialfc_head_at_rate_one_accumulates_like_one_batch():
     _assert_same_weights(_params(net4), _params(net1))
 
 
+@pytest.mark.slow
 def test_clipping_acts_on_the_accumulated_gradient():
     init = _init_state()
     x, y = _data(2, seed=1, scale=30.0)
@@ -186,6 +190,7 @@ def test_clipping_acts_on_the_accumulated_gradient():
         np.testing.assert_allclose(init[name] - after[name], 0.5 * expected, rtol=1e-4, atol=1e-7, err_msg=name)
 
 
+@pytest.mark.slow
 def test_dynamic_loss_scale_counts_optimizer_steps_and_changes_nothing():
     init = _init_state()
     x, y = _data(4, seed=2)
@@ -284,6 +289,7 @@ def test_runner_steps_lr_per_optimizer_step_and_passes_over_the_leftover_batches
     assert "the last 3 of each epoch's 11 batches are passed over" in log
 
 
+@pytest.mark.slow
 def test_resume_inside_an_accumulation_group_equals_the_uninterrupted_run(tmp_path):
     """Checkpoints every 6 micro-batches with k=4: iter_18 lies inside a group (micro-step 2)."""
     ms.set_seed(7)
