@@ -7,9 +7,10 @@ ranks' rows to ``<name>.rank<R>.ckpt`` beside rank 0's file.
 
 A checkpoint holds model parameters (``backbone.*``, ``head.*``), optimizer state (``optimizer.*``)
 ``train_state.*`` scalars (epoch, iter, loss scale and its counter, seed, world size, skipped
-steps, the accumulation's micro-batches per optimizer step) and ``hook_state.<HookClass>.<key>`` float64 values (each hook's ``state_dict()``, e.g.
-``hook_state.EvalHook.best.<evaluator>``; a second hook of the same class is ``<HookClass>_2``). The head re-shards its own rows through ``BaseHead.shard_slice()`` when the number of ranks
-changed between save and resume.
+steps, ``accumulative_counts``) and ``hook_state.<HookClass>.<key>`` float64 values (each hook's
+``state_dict()``, e.g. ``hook_state.EvalHook.best.<evaluator>``; a second hook of the same class is
+``<HookClass>_2``). The head re-shards its own rows through ``BaseHead.shard_slice()`` when the
+number of ranks changed between save and resume.
 
 With gradient accumulation (``optimizer.accumulative_counts`` k > 1) a checkpoint written inside an
 accumulation group also holds ``accumulation.*`` (``TrainStep.accumulation_state()``: the summed
