@@ -3,8 +3,8 @@
 The model is BN-free (Dense -> ReLU -> Dense backbone, normalized-FC head, ArcFace), so a batch's
 mean loss is the mean of its micro-batches' mean losses and the batch gradient the mean of theirs;
 the references are the same step on the whole batch (k = 1) and gradients computed in the test with
-``mindspore.value_and_grad``. Tests with BatchNorm (the health restore, resume) use engine_tiny's
-TinyRecognizer.
+``mindspore.value_and_grad``. The tests that need BatchNorm (restoring its statistics after a skipped
+group) and the runner tests use engine_tiny's TinyRecognizer.
 """
 import os.path as osp
 import re
@@ -212,7 +212,7 @@ def test_dynamic_loss_scale_counts_optimizer_steps_and_changes_nothing():
 def test_a_nonfinite_micro_batch_skips_the_whole_step():
     """Group 2's second micro-batch is Inf: the whole group is skipped (weights, SGD momentum and BN moving
     statistics as before it, BN included though its first micro-batch was healthy), the dynamic scale halves,
-    the buffers are emptied, and group 3 then trains as if group 2 had never been."""
+    and group 3 then trains as if group 2 had never been (so its buffers were emptied)."""
     rng = np.random.default_rng(4)
     xs = rng.normal(size=(3, K * B, 4)).astype(np.float32)
     ys = rng.integers(0, 3, (3, K * B)).astype(np.int32)
