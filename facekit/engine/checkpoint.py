@@ -7,9 +7,15 @@ ranks' rows to ``<name>.rank<R>.ckpt`` beside rank 0's file.
 
 A checkpoint holds model parameters (``backbone.*``, ``head.*``), optimizer state (``optimizer.*``)
 ``train_state.*`` scalars (epoch, iter, loss scale and its counter, seed, world size, skipped
-steps) and ``hook_state.<HookClass>.<key>`` float64 values (each hook's ``state_dict()``, e.g.
+steps, the accumulation's micro-batches per optimizer step) and ``hook_state.<HookClass>.<key>`` float64 values (each hook's ``state_dict()``, e.g.
 ``hook_state.EvalHook.best.<evaluator>``; a second hook of the same class is ``<HookClass>_2``). The head re-shards its own rows through ``BaseHead.shard_slice()`` when the number of ranks
 changed between save and resume.
+
+With gradient accumulation (``optimizer.accumulative_counts`` k > 1) a checkpoint written inside an
+accumulation group also holds ``accumulation.*`` (``TrainStep.accumulation_state()``: the summed
+gradients so far, the state to restore if the group turns out unhealthy, the group's health and
+micro-step), so the resumed run finishes that group exactly; at a group boundary there is nothing to
+hold. A run resumes only with the k it was written with.
 """
 import glob
 import os
@@ -24,12 +30,15 @@ from .optim import optimizer_state
 
 __all__ = ['PERIODIC_NAME', 'periodic_name', 'is_periodic', 'list_periodic', 'find_latest_checkpoint',
            'checkpoint_files', 'save_training_state', 'load_training_state', 'load_weights', 'unsaved_random_cells',
-           'OPT_PREFIX', 'STATE_PREFIX', 'HOOK_PREFIX', 'NonFiniteStateError']
+           'OPT_PREFIX', 'STATE_PREFIX', 'HOOK_PREFIX', 'ACCUM_PREFIX', 'NonFiniteStateError']
 
 PERIODIC_NAME = re.compile(r'(epoch|iter)_(\d+)\.ckpt$')
 OPT_PREFIX = 'optimizer.'
 STATE_PREFIX = 'train_state.'
 HOOK_PREFIX = 'hook_state.'
+ACCUM_PREFIX = 'accumulation.'
+# keys <prefix><owner>.<parameter name> that hold a per-parameter value of another cell
+_PER_PARAM_PREFIXES = (OPT_PREFIX, ACCUM_PREFIX)
 LAST_MARKER = 'last_checkpoint'
 
 
@@ -79,6 +88,14 @@ def sharded_head(model):
     return head if isinstance(head, BaseHead) and head.is_sharded else None
 
 
+def _bare_name(key):
+    """The model parameter a checkpoint key belongs to: ``optimizer.moments.head.weight`` -> ``head.weight``."""
+    for prefix in _PER_PARAM_PREFIXES:
+        if key.startswith(prefix):
+            return key[len(prefix):].split('.', 1)[-1]
+    return key
+
+
 def _head_sharded_keys(model, keys):
     """Checkpoint keys holding rows of the sharded head's per-class parameters (model and optimizer)."""
     head = sharded_head(model)
@@ -87,10 +104,7 @@ def _head_sharded_keys(model, keys):
     names = {'head.' + n for n in head.sharded_param_names()}
     out = []
     for key in keys:
-        bare = key
-        if key.startswith(OPT_PREFIX):
-            bare = key[len(OPT_PREFIX):].split('.', 1)[-1]
-        if bare in names:
+        if _bare_name(key) in names:
             out.append(key)
     return out
 
@@ -161,7 +175,11 @@ def _state_entries(runner):
         STATE_PREFIX + 'seed': np.int64(runner.seed if runner.seed is not None else -1),
         STATE_PREFIX + 'world_size': np.int64(runner.world_size),
         STATE_PREFIX + 'skipped_steps': np.int64(runner.skipped_steps),
+        STATE_PREFIX + 'accumulative_counts': np.int64(step.accumulative_counts),
     }
+    if step.micro_step:     # inside an accumulation group; at a boundary its state is empty by definition
+        for key, param in step.accumulation_state().items():
+            entries[ACCUM_PREFIX + key] = param
     extra.update(_hook_entries(runner.hooks))
     return entries, extra
 
@@ -208,6 +226,8 @@ def save_training_state(runner, path):
                     os.remove(tmp)
     else:
         keys = _head_sharded_keys(runner.model, entries)
+        # an open accumulation group holds this rank's own gradient sums (reduced only at the group's end)
+        keys += [k for k in entries if k.startswith(ACCUM_PREFIX) and k not in keys]
         if keys:
             save_checkpoint({k: entries[k] for k in keys}, _rank_file(path, runner.rank), extra=extra,
                             last_good=last_good)
@@ -235,8 +255,7 @@ def _reshard(model, path, params, saved_world):
     names = {'head.' + n for n in head.sharded_param_names()}
     start, num_local = head.shard_slice()
     for key in list(params):
-        bare = key[len(OPT_PREFIX):].split('.', 1)[-1] if key.startswith(OPT_PREFIX) else key
-        if bare not in names:
+        if _bare_name(key) not in names:
             continue
         full = np.concatenate([p[key].asnumpy() for p in parts], axis=0)
         if full.shape[0] != head.num_classes:
@@ -262,7 +281,8 @@ def load_training_state(runner, path):
         params = _reshard(runner.model, path, params, saved_world if saved_sharded else 1)
         if saved_world != runner.world_size:
             runner.log(f'{path}: sharded head re-sharded from {saved_world} to {runner.world_size} rank(s)')
-    model_params = {k: v for k, v in params.items() if not k.startswith((OPT_PREFIX, STATE_PREFIX, HOOK_PREFIX))}
+    model_params = {k: v for k, v in params.items()
+                    if not k.startswith((OPT_PREFIX, STATE_PREFIX, HOOK_PREFIX, ACCUM_PREFIX))}
     load_state_into(runner.model, model_params, strict=True)
     opt_state = optimizer_state(runner.optimizer, runner.model_param_names)
     missing = [n for n in opt_state if OPT_PREFIX + n not in params]
@@ -287,12 +307,59 @@ def load_training_state(runner, path):
     runner.skipped_steps = int(scalar('skipped_steps'))
     runner.train_step.loss_scale.set_data(ms.Tensor(np.float32(scalar('loss_scale'))))
     runner.train_step.clean_steps.set_data(ms.Tensor(np.int32(scalar('loss_scale_clean_steps'))))
+    _restore_accumulation(runner, params, path)
     _restore_hooks(runner, params, path)
     random_cells = unsaved_random_cells(runner.model)
     if random_cells:
         runner.log(f'note: {random_cells[:5]} draw from MindSpore random kernels whose state no checkpoint '
                    f'holds (dropout, drop_path_rate, mask_ratio); the resumed run restarts those streams, so '
                    f'it is not bit-identical to an uninterrupted one')
+
+
+def _restore_accumulation(runner, params, path):
+    """Put back an open accumulation group (or empty it when the checkpoint was written at a boundary)."""
+    import mindspore as ms
+    step = runner.train_step
+    key_k = STATE_PREFIX + 'accumulative_counts'
+    saved_k = int(params[key_k].asnumpy()) if key_k in params else 1     # written before accumulation existed
+    if saved_k != step.accumulative_counts:
+        raise ValueError(f'{path} was written with optimizer.accumulative_counts={saved_k}, this run has '
+                         f'{step.accumulative_counts}: iterations count micro-batches, so the iteration, epoch '
+                         f'and lr schedule positions would not match; resume with accumulative_counts={saved_k} '
+                         f'or start a new run from its weights with load_from')
+    saved = {k[len(ACCUM_PREFIX):]: v for k, v in params.items() if k.startswith(ACCUM_PREFIX)}
+    if saved:
+        key_world = STATE_PREFIX + 'world_size'
+        saved_world = int(params[key_world].asnumpy()) if key_world in params else 1
+        if saved_world != runner.world_size:
+            raise ValueError(f'{path} was written inside an accumulation group by {saved_world} rank(s); each rank '
+                             f'holds its own partial gradient sums, so it resumes only on {saved_world} rank(s), '
+                             f'not {runner.world_size} (a checkpoint at a group boundary has no such limit)')
+        if runner.rank > 0:
+            head = sharded_head(runner.model)
+            sharded = {'head.' + n for n in head.sharded_param_names()} if head is not None else set()
+            own = load_checkpoint(_rank_file(path, runner.rank))
+            saved.update({k[len(ACCUM_PREFIX):]: v for k, v in own.items()
+                          if k.startswith(ACCUM_PREFIX) and _bare_name(k) not in sharded})
+    if not saved:
+        step.reset_accumulation()
+    else:
+        state = step.accumulation_state()
+        missing = sorted(set(state) - set(saved))
+        if missing:
+            raise ValueError(f'{path} holds an open accumulation group but lacks {ACCUM_PREFIX}{missing[0]} '
+                             f'({len(missing)} entries missing)')
+        for key, param in state.items():
+            value = saved[key].asnumpy()
+            if tuple(value.shape) != tuple(param.shape):
+                raise ValueError(f'{path}: {ACCUM_PREFIX}{key} has shape {tuple(value.shape)}, the training step '
+                                 f'expects {tuple(param.shape)}')
+            param.set_data(ms.Tensor(value).astype(param.dtype))
+    expected = runner.iter % step.accumulative_counts
+    if step.micro_step != expected:
+        raise ValueError(f'{path}: iteration {runner.iter} is micro-batch {expected} of its accumulation group '
+                         f'(accumulative_counts={step.accumulative_counts}), but the checkpoint holds '
+                         f'micro-step {step.micro_step}')
 
 
 def load_weights(model, path, log):

@@ -61,6 +61,7 @@ def check_config(cfg):
     """Validate what training needs. Raises ConfigCheckError."""
     from ..registry import DATASETS, HOOKS, LR_SCHEDULES, OPTIMIZERS, TRANSFORMS
     from .amp import AMP_LEVELS, parse_loss_scale
+    from .optim import split_accumulative_counts
     check_model(cfg)
     check_keys(cfg)
     _require(cfg, 'train_dataloader', 'batch_size, dataset, ...')
@@ -72,12 +73,22 @@ def check_config(cfg):
         _check_type('train_dataloader.dataset', dataset, DATASETS)
         for i, t in enumerate(dataset.get('pipeline', []) or []):
             _check_type(f'train_dataloader.dataset.pipeline.{i}', t, TRANSFORMS)
-    _check_type('optimizer', _require(cfg, 'optimizer', 'e.g. dict(type="SGD", lr=0.1)'), OPTIMIZERS)
+    optimizer = _require(cfg, 'optimizer', 'e.g. dict(type="SGD", lr=0.1)')
+    _check_type('optimizer', optimizer, OPTIMIZERS)
+    try:
+        _, accum = split_accumulative_counts(to_plain(optimizer))
+    except ValueError as e:
+        raise ConfigCheckError(str(e)) from None
     if cfg.get('lr_schedule') is not None:
         _check_type('lr_schedule', to_plain(cfg.lr_schedule), LR_SCHEDULES)
     epochs = _require(cfg, 'train_cfg.max_epochs', 'number of epochs')
     if not isinstance(epochs, (int, float)) or isinstance(epochs, bool) or epochs <= 0:
         raise ConfigCheckError(f'train_cfg.max_epochs must be a positive number, got {epochs!r}')
+    max_iters = (to_plain(cfg.get('train_cfg')) or {}).get('max_iters')
+    if isinstance(max_iters, int) and max_iters % accum:
+        raise ConfigCheckError(f'train_cfg.max_iters={max_iters} must be a multiple of optimizer.accumulative_counts='
+                               f'{accum} (iterations count micro-batches; a run may not end inside an accumulation '
+                               f'group)')
     for key in ('hooks', 'custom_hooks'):
         for i, h in enumerate(to_plain(cfg.get(key)) or []):
             _check_type(f'{key}.{i}', h, HOOKS)
@@ -123,7 +134,8 @@ SECTION_KEYS = {
                              seed=(int, None), python_multiprocessing=bool, native_transforms=bool),
 }
 # Keys a builder consumes before calling the registered constructor.
-_BUILDER_KEYS = {'lr_schedule': ('warmup_epochs', 'milestones_epochs'), 'dataset': ('pipeline',)}
+_BUILDER_KEYS = {'lr_schedule': ('warmup_epochs', 'milestones_epochs'), 'dataset': ('pipeline',),
+                 'optimizer': ('accumulative_counts',)}
 
 
 def _type_names(types):
@@ -332,7 +344,7 @@ def check_keys(cfg):
     dataset = (plain.get('train_dataloader') or {}).get('dataset') if isinstance(plain.get('train_dataloader'),
                                                                                 dict) else None
     checker.built('train_dataloader.dataset', dataset, DATASETS, 'dataset')
-    checker.built('optimizer', plain.get('optimizer'), OPTIMIZERS)
+    checker.built('optimizer', plain.get('optimizer'), OPTIMIZERS, 'optimizer')
     checker.built('lr_schedule', plain.get('lr_schedule'), LR_SCHEDULES, 'lr_schedule')
     for key in ('val_evaluators', 'test_evaluators'):
         checker.built_list(key, plain.get(key), EVALUATORS)

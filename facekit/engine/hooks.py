@@ -45,7 +45,9 @@ class Hook:
         """Called before each epoch."""
 
     def after_train_iter(self, runner):
-        """Called after each optimizer step; ``runner.last`` holds that step's record."""
+        """Called after each iteration; ``runner.last`` holds its record. With gradient accumulation an
+        iteration is one micro-batch and ``runner.last['optimizer_step']`` says whether it ended an
+        optimizer step."""
 
     def after_train_epoch(self, runner):
         """Called after each epoch (``runner.epoch`` already counts it)."""
@@ -109,7 +111,7 @@ class LoggerHook(Hook):
             return
         n_iters = max(1, runner.iter - self._last_logged(runner))
         elapsed = time.perf_counter() - self._t0
-        samples_per_sec = n_iters * runner.global_batch_size / max(elapsed, 1e-9)
+        samples_per_sec = n_iters * runner.samples_per_iter / max(elapsed, 1e-9)    # iterations are micro-batches
         run_elapsed = time.perf_counter() - self._run_t0
         done = runner.iter - self._start_iter
         eta_s = run_elapsed / max(done, 1) * (runner.max_iters - runner.iter)

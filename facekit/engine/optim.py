@@ -14,7 +14,8 @@ from mindspore import nn, ops
 from ..registry import OPTIMIZERS
 
 __all__ = ['build_param_groups', 'build_optimizer', 'set_lr', 'get_lr', 'SGD', 'AdamW',
-           'optimizer_state', 'is_no_decay', 'AdamWOptimizer', 'group_lr_params']
+           'optimizer_state', 'is_no_decay', 'AdamWOptimizer', 'group_lr_params', 'check_accumulative_counts',
+           'split_accumulative_counts']
 
 
 def is_no_decay(name, param):
@@ -177,12 +178,32 @@ def AdamW(model, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.1, no_dec
     return _attach(opt, groups, lr)
 
 
+def check_accumulative_counts(value):
+    """``value`` as the int k >= 1 of ``optimizer.accumulative_counts``; ValueError naming the key otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f'optimizer.accumulative_counts must be an integer >= 1 (micro-batches per optimizer '
+                         f'step), got {value!r}')
+    return value
+
+
+def split_accumulative_counts(cfg):
+    """``(cfg without accumulative_counts, k)`` for an optimizer config (k defaults to 1).
+
+    ``accumulative_counts`` (mmengine's name) is a setting of the training step, not of the
+    MindSpore optimizer: the builder takes it out and the Runner hands it to ``TrainStep``.
+    """
+    cfg = dict(cfg)
+    return cfg, check_accumulative_counts(cfg.pop('accumulative_counts', 1))
+
+
 def build_optimizer(cfg, model):
-    """Build ``cfg`` (``dict(type='SGD', lr=0.1, ...)``) for ``model``."""
+    """Build ``cfg`` (``dict(type='SGD', lr=0.1, ...)``) for ``model``; ``accumulative_counts`` is
+    validated and dropped (see ``split_accumulative_counts``)."""
     if not isinstance(cfg, dict) or 'type' not in cfg:
         raise ValueError(f"optimizer config must be a dict with 'type' (one of {OPTIMIZERS.keys()}), "
                          f'got {cfg!r}')
-    return OPTIMIZERS.build(dict(cfg), default_args=dict(model=model))
+    cfg, _ = split_accumulative_counts(cfg)
+    return OPTIMIZERS.build(cfg, default_args=dict(model=model))
 
 
 def group_lr_params(opt):

@@ -27,7 +27,7 @@ from .config_check import ConfigCheckError, check_config, check_evaluators, chec
 from .hooks import append_metrics_line, build_hooks
 from .logger import RunLogger
 from .lr_schedules import build_lr_schedule
-from .optim import build_optimizer
+from .optim import build_optimizer, check_accumulative_counts, split_accumulative_counts
 
 __all__ = ['Runner', 'NonFiniteLossError', 'default_hooks', 'build_train_dataloader']
 
@@ -54,7 +54,7 @@ class Runner:
             Tensor) with ``len()`` = batches per epoch; ``set_epoch(e)`` is called when present so
             a resumed run sees the same order.
         optimizer: a facekit optimizer (``engine.optim``) over ``model``.
-        lr_schedule: callable ``iter -> base lr``.
+        lr_schedule: callable ``optimizer step -> base lr`` (the iteration when accumulative_counts is 1).
         max_epochs: epochs to train.
         work_dir: where logs, config and checkpoints go.
         hooks: list of Hook objects or hook config dicts.
@@ -75,12 +75,17 @@ class Runner:
             continue from when ``train()`` starts.
         load_from: checkpoint whose weights start training (fine-tuning), or the one ``test()``
             evaluates.
+        accumulative_counts: micro-batches per optimizer step (gradient accumulation, k). An
+            iteration is one micro-batch; ``lr_schedule`` is called with the optimizer step
+            ``iter // k`` (so build it over optimizer steps); each epoch trains the first
+            ``len(train_dataloader) // k * k`` batches and passes over the rest; ``max_iters`` must
+            be a multiple of k.
     """
 
     def __init__(self, model=None, train_dataloader=None, optimizer=None, lr_schedule=None, max_epochs=None,
                  work_dir=None, hooks=(), evaluators=(), mode='graph', loss_scale=None, clip_grad_norm=None,
                  clip_prefixes=('backbone.',), nan_patience=5, batch_size=None, seed=None, cfg=None,
-                 max_iters=None, resume=None, load_from=None):
+                 max_iters=None, resume=None, load_from=None, accumulative_counts=1):
         if work_dir is None:
             raise ValueError('Runner needs a work_dir (Runner.from_cfg defaults it to work_dirs/<config name>)')
         self.work_dir = osp.abspath(str(work_dir))
@@ -111,7 +116,7 @@ class Runner:
             self.logger.attach('train.log')
             self._setup_training(model, train_dataloader, optimizer, lr_schedule, max_epochs, hooks, evaluators,
                                  mode, loss_scale, clip_grad_norm, clip_prefixes, nan_patience, batch_size,
-                                 max_iters)
+                                 max_iters, accumulative_counts)
         elif cfg is None:
             raise ValueError('Runner needs either the training components (model, train_dataloader, ...) or cfg')
 
@@ -174,14 +179,16 @@ class Runner:
         train_cfg = cfg.get('train_cfg') or {}
         max_epochs = train_cfg.get('max_epochs')
         optimizer = build_optimizer(to_plain(cfg.optimizer), model)
-        ipe = len(loader)
+        _, accum = split_accumulative_counts(to_plain(cfg.optimizer))
+        ipe = len(loader) // accum * accum      # micro-batches trained per epoch (see _setup_training)
         # train_cfg.max_iters (optional) stops early, e.g. a CI run of a real config; the LR
         # schedule is then compressed into those iterations so it still warms up and decays.
         max_iters = train_cfg.get('max_iters')
         if max_iters is not None and (int(max_iters) <= 0 or int(max_iters) > max_epochs * ipe):
             raise ConfigCheckError(f'train_cfg.max_iters={max_iters} must be in [1, max_epochs * iters_per_epoch = '
                                    f'{max_epochs * ipe}]')
-        sched_ipe = int(max_iters) / max_epochs if max_iters else ipe
+        # the schedule counts optimizer steps: k micro-batches make one
+        sched_ipe = int(max_iters) / max_epochs / accum if max_iters else ipe // accum
         lr_schedule = build_lr_schedule(to_plain(cfg.get('lr_schedule', dict(type='ConstantLR'))),
                                         optimizer.facekit_base_lr, sched_ipe, max_epochs)
         evaluators = []
@@ -190,10 +197,12 @@ class Runner:
         self._setup_training(model, loader, optimizer, lr_schedule, max_epochs, default_hooks(cfg), evaluators,
                              runtime.get('mode', 'graph'), to_plain(runtime.get('loss_scale')),
                              runtime.get('clip_grad_norm'), tuple(runtime.get('clip_prefixes', ('backbone.',))),
-                             runtime.get('nan_patience', 5), cfg.train_dataloader.get('batch_size'), max_iters)
+                             runtime.get('nan_patience', 5), cfg.train_dataloader.get('batch_size'), max_iters,
+                             accum)
 
     def _setup_training(self, model, train_dataloader, optimizer, lr_schedule, max_epochs, hooks, evaluators, mode,
-                        loss_scale, clip_grad_norm, clip_prefixes, nan_patience, batch_size, max_iters):
+                        loss_scale, clip_grad_norm, clip_prefixes, nan_patience, batch_size, max_iters,
+                        accumulative_counts=1):
         from ..evaluation.base import as_evaluator
         from .train_step import TrainStep
         self.model = model
@@ -204,17 +213,29 @@ class Runner:
         self.mode = mode
         self.nan_patience = int(nan_patience)
         self.evaluators = [as_evaluator(ev) for ev in evaluators or []]
-        self.iters_per_epoch = len(train_dataloader)
-        if self.iters_per_epoch <= 0:
+        self.batches_per_epoch = len(train_dataloader)
+        if self.batches_per_epoch <= 0:
             raise ValueError('the training dataloader yields no batch per epoch: the dataset is smaller than '
                              'one batch (with drop_remainder=True) or empty')
+        k = self.accumulative_counts = check_accumulative_counts(accumulative_counts)
+        # An epoch trains whole accumulation groups only: its last len % k batches are read and passed
+        # over (as drop_remainder drops a partial batch), so every optimizer step sees k * batch samples
+        # and a group never spans two epochs.
+        self.iters_per_epoch = self.batches_per_epoch // k * k
+        if self.iters_per_epoch == 0:
+            raise ValueError(f'the training dataloader yields {self.batches_per_epoch} batch(es) per epoch, fewer '
+                             f'than optimizer.accumulative_counts={k}')
         self.max_iters = int(max_iters) if max_iters else self.max_epochs * self.iters_per_epoch
+        if self.max_iters % k:
+            raise ValueError(f'max_iters={self.max_iters} must be a multiple of accumulative_counts={k}')
         self.batch_size = int(batch_size or getattr(train_dataloader, 'batch_size', 0) or 0)
-        self.global_batch_size = self.batch_size * self.world_size
+        self.samples_per_iter = self.batch_size * self.world_size
+        self.global_batch_size = self.samples_per_iter * k       # samples per optimizer step
         ls = parse_loss_scale(loss_scale)
         self.loss_scale_mode = ls.mode
         self.train_step = TrainStep(model, optimizer, ls, clip_grad_norm=clip_grad_norm, clip_prefixes=clip_prefixes,
-                                    grad_reducer=dist.build_grad_reducer(optimizer.parameters))
+                                    grad_reducer=dist.build_grad_reducer(optimizer.parameters),
+                                    accumulative_counts=k)
         self.hooks = build_hooks(hooks)
         self.model_param_names = {p.name for p in model.get_parameters()}
 
@@ -374,6 +395,14 @@ class Runner:
         self.call_hooks('before_run')
         self.log(f'training: {self.max_iters} iterations ({self.max_epochs} epochs x {self.iters_per_epoch}), '
                  f'batch {self.batch_size} x {self.world_size} rank(s), mode {self.mode}, work_dir {self.work_dir}')
+        if self.accumulative_counts > 1:
+            k = self.accumulative_counts
+            left = self.batches_per_epoch - self.iters_per_epoch
+            self.log(f'gradient accumulation: {k} micro-batches per optimizer step, global batch {self.batch_size} '
+                     f'x {k} x {self.world_size} rank(s) = {self.global_batch_size}, {self.max_iters // k} optimizer '
+                     f'steps ({self.iters_per_epoch // k} per epoch)'
+                     + (f'; the last {left} of each epoch\'s {self.batches_per_epoch} batches are passed over'
+                        if left else ''))
         self._bad_run = 0
         while self.iter < self.max_iters:
             epoch = self.iter // self.iters_per_epoch
@@ -387,32 +416,39 @@ class Runner:
                 if i < skip:
                     t_data = time.perf_counter()
                     continue
-                if i >= self.iters_per_epoch or self.iter >= self.max_iters:
+                if i >= self.batches_per_epoch or self.iter >= self.max_iters:
                     break
+                if i >= self.iters_per_epoch:
+                    # the epoch's leftover batches (fewer than an accumulation group): read, not trained,
+                    # so the loader ends its epoch and keeps its workers
+                    t_data = time.perf_counter()
+                    continue
                 img, label = _to_numpy_batch(batch)
                 data_time = time.perf_counter() - t_data
                 self._seed_iteration()
-                lr = self.lr_schedule(self.iter)
+                lr = self.lr_schedule(self.iter // self.accumulative_counts)    # one lr per optimizer step
                 t_step = time.perf_counter()
-                loss_t, finite_t = self.train_step(ms.Tensor(img), ms.Tensor(label), ms.Tensor(np.float32(lr)))
+                loss_t, finite_t, applied = self.train_step.step(ms.Tensor(img), ms.Tensor(label),
+                                                                  ms.Tensor(np.float32(lr)))
                 loss = float(loss_t.asnumpy())
                 finite = bool(finite_t.asnumpy())
                 step_time = time.perf_counter() - t_step
                 finite_loss = math.isfinite(loss)
+                # inside an accumulation group: whether the group is still healthy; at its end: the step's verdict
                 healthy = finite and finite_loss
-                if not healthy:
+                if applied and not healthy:
                     self.skipped_steps += 1
                 self.iter += 1
                 self.last = dict(iter=self.iter, lr=lr, loss=loss, finite_loss=finite_loss, grads_finite=finite,
-                                 healthy=healthy, data_time=data_time, step_time=step_time,
+                                 healthy=healthy, optimizer_step=applied, data_time=data_time, step_time=step_time,
                                  loss_scale=float(self.train_step.loss_scale.asnumpy()))
                 self.history.append((self.iter, lr, loss))
                 if finite_loss:
                     self._last_finite = (self.iter, loss)
-                if healthy:
+                if applied and healthy:
                     self._bad_run = 0
                     self._last_healthy = (self.iter, lr, loss)
-                else:
+                elif applied:
                     self._bad_run += 1
                     if self._bad_run >= self.nan_patience:
                         self.stop_nonfinite()
@@ -425,7 +461,7 @@ class Runner:
                 self.call_hooks('after_train_epoch')
             elif self.iter < self.max_iters:
                 raise RuntimeError(f'the training dataloader stopped after {i + 1} batches in epoch {epoch}, '
-                                   f'but len() promised {self.iters_per_epoch}')
+                                   f'but len() promised {self.batches_per_epoch}')
         self.log(f'training finished in {time.time() - t_start:.1f} s ({self.iter} iterations)')
         self.call_hooks('after_run')
         dist.barrier()

@@ -1,7 +1,9 @@
 """Worker for test_distributed.py: a few data-parallel steps of a tiny FaceRecognizer.
 
 Run under msrun (2 ranks: each takes its half of the global batch) or alone (1 rank: the whole
-global batch). Arguments: OUT_DIR [HEAD_TYPE] (NormFCHead: replicated head; PartialFCHead: sharded). Writes OUT/rank<R>.json with per-step losses and weights.
+global batch). Arguments: OUT_DIR [HEAD_TYPE] (NormFCHead: replicated head; PartialFCHead: sharded)
+[ACCUMULATIVE_COUNTS] (k: each rank's rows of a step come as k micro-batches). Writes OUT/rank<R>.json
+with per-step losses (the mean over a step's micro-batches) and weights.
 """
 import json
 import os
@@ -26,7 +28,7 @@ GLOBAL_BATCH, IN_DIM, EMB, CLASSES, STEPS = 8, 6, 8, 6, 3
 
 
 class FixedBatches:
-    """STEPS batches per epoch, each this rank's rows of a fixed global batch."""
+    """The given batches, in order, every epoch."""
     batch_size = None
 
     def __init__(self, x, y):
@@ -34,14 +36,15 @@ class FixedBatches:
         self.batch_size = x.shape[1]
 
     def __len__(self):
-        return STEPS
+        return len(self.x)
 
     def __iter__(self):
-        for s in range(STEPS):
+        for s in range(len(self.x)):
             yield self.x[s], self.y[s]
 
 
-def main(out_dir, head_type='NormFCHead'):
+def main(out_dir, head_type='NormFCHead', accumulative_counts='1'):
+    k = int(accumulative_counts)
     ms.set_context(mode=ms.GRAPH_MODE)
     ms.set_device('CPU')
     rank, world = dist.init_dist()
@@ -58,13 +61,15 @@ def main(out_dir, head_type='NormFCHead'):
     start, num_local = getattr(head, 'class_start', 0), getattr(head, 'num_local', CLASSES)
     model.head.weight.set_data(ms.Tensor(centres[start:start + num_local]))
     per = GLOBAL_BATCH // world
-    loader = FixedBatches(xs[:, rank * per:(rank + 1) * per], ys[:, rank * per:(rank + 1) * per])
+    # this rank's rows of each step, split into k micro-batches in row order
+    loader = FixedBatches(xs[:, rank * per:(rank + 1) * per].reshape(STEPS * k, per // k, IN_DIM),
+                          ys[:, rank * per:(rank + 1) * per].reshape(STEPS * k, per // k))
     opt = SGD(model, lr=0.5, momentum=0.9, weight_decay=0.0)
     runner = Runner(model, loader, opt, ConstantLR(0.5, STEPS), 1, osp.join(out_dir, 'work'),
-                    hooks=[dict(type='CheckpointHook', interval=1)], clip_grad_norm=None)
+                    hooks=[dict(type='CheckpointHook', interval=1)], clip_grad_norm=None, accumulative_counts=k)
     hist = runner.train()
     runner.close()
-    result = dict(rank=rank, world=world, losses=[h[2] for h in hist],
+    result = dict(rank=rank, world=world, losses=np.reshape([h[2] for h in hist], (STEPS, k)).mean(axis=1).tolist(),
                   backbone=model.backbone[0].weight.asnumpy().tolist(),
                   head=model.head.weight.asnumpy().tolist(), class_start=start,
                   sharded=bool(getattr(head, 'distributed', False)))

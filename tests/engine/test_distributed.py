@@ -84,3 +84,25 @@ def test_two_workers_with_sharded_partialfc(tmp_path):
     assert np.array(r0['head']).shape == (3, 8) and np.array(r1['head']).shape == (3, 8)   # one shard each
     files = sorted(os.listdir(out2 / 'work'))
     assert 'epoch_1.ckpt' in files and 'epoch_1.rank1.ckpt' in files
+
+
+@pytest.mark.slow
+def test_two_workers_accumulating_two_micro_batches_match_one_process(tmp_path):
+    """2 ranks x k=2 micro-batches of 2 rows = one process on the global batch of 8: the gradients are
+    summed over micro-batches, divided by k and all-reduced once per optimizer step."""
+    msrun = osp.join(osp.dirname(sys.executable), 'msrun')
+    out2, out1 = tmp_path / 'two', tmp_path / 'one'
+    cmd = [msrun, '--worker_num=2', '--local_worker_num=2', f'--master_port={_free_port()}', '--join=True',
+           f'--log_dir={tmp_path / "logs"}', '--cluster_time_out=60', WORKER, str(out2), 'NormFCHead', '2']
+    proc = subprocess.run(cmd, env=_env(), cwd=str(tmp_path), capture_output=True, text=True, timeout=170)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    single = subprocess.run([sys.executable, WORKER, str(out1)], env=_env(), cwd=str(tmp_path),
+                            capture_output=True, text=True, timeout=120)
+    assert single.returncode == 0, single.stderr[-3000:]
+    r0, r1 = (json.loads((out2 / f'rank{r}.json').read_text()) for r in (0, 1))
+    one = json.loads((out1 / 'rank0.json').read_text())
+    np.testing.assert_array_equal(np.array(r0['backbone']), np.array(r1['backbone']))
+    np.testing.assert_allclose((np.array(r0['losses']) + np.array(r1['losses'])) / 2, one['losses'],
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(r0['backbone'], one['backbone'], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(r0['head'], one['head'], rtol=1e-5, atol=1e-6)
