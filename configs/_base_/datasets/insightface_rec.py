@@ -1,5 +1,6 @@
 # Shared loader for InsightFace-packed training sets (train.rec/train.idx/property in data_root).
-# casia.py and ms1mv2.py set data_root and the verification targets beside the .rec.
+# Each data-set config (casia.py, ms1mv2.py, ms1mv3.py, glint360k.py, webface*.py) sets data_root and the
+# verification targets beside the .rec.
 train_dataloader = dict(
     batch_size=128,          # per device
     num_workers=2,

@@ -1,0 +1,8 @@
+# WebFace4M (part 0 of WebFace42M, the cleaned WebFace260M): 205,990 identities, 4,235,242 aligned
+# 112x112 images (num_classes / num_image of arcface_torch's wf4m_*.py recipes), packed into
+# train.rec/train.idx, with the verification .bin files copied beside them (docs/dataset.md).
+# Experiments set model.head.num_classes=205990.
+_base_ = './insightface_rec.py'
+train_dataloader = dict(dataset=dict(data_root='data/webface4m'))
+val_evaluators = [dict(type='VerificationEvaluator', bin_path=f'data/webface4m/{target}.bin', name=target)
+                  for target in ('lfw', 'cfp_fp', 'agedb_30', 'calfw', 'cplfw')]
