@@ -1,4 +1,5 @@
-"""TAR@FAR (IJB closest-FPR convention) and template aggregation on hand-made inputs."""
+"""TAR@FAR (IJB closest-FPR convention, largest TPR among equally close points) and template
+aggregation on hand-made inputs."""
 import numpy as np
 import pytest
 
@@ -28,7 +29,8 @@ def plain_roc(scores, labels):
 
 def plain_tar(scores, labels, far):
     fpr, tpr = plain_roc(scores, labels)
-    best = min((abs(f - far), i) for i, f in enumerate(fpr))  # (distance, index): first index on ties
+    fpr, tpr = fpr[::-1], tpr[::-1]  # the IJB scripts' np.flipud: "select largest tpr at same fpr"
+    best = min((abs(f - far), i) for i, f in enumerate(fpr))  # (distance, index): first of the reversed ROC
     return tpr[best[1]]
 
 
@@ -52,9 +54,9 @@ def test_tar_at_far_by_hand():
     out = tar_at_far(SCORES, LABELS, fars=(0.1, 0.25, 0.5, 0.7, 1.0))
     assert list(out) == [0.1, 0.25, 0.5, 0.7, 1.0]
     assert out[0.1] == NOT_AVAILABLE       # 0.1 < 1/4 impostors
-    assert out[0.25] == 0.5                # fpr .25 at two points: the first (threshold 0.8) is taken
-    assert out[0.5] == 0.5                 # .25 and .75 equally close: the first wins; 0.6 was dropped
-    assert out[0.7] == 0.75
+    assert out[0.25] == 0.75               # fpr .25 at two points: the last (threshold 0.7, larger TPR)
+    assert out[0.5] == 1.0                 # .25 and .75 equally close: the last of them, (.75, 1); 0.6 was dropped
+    assert out[0.7] == 1.0                 # fpr .75 at two points: the larger TPR
     assert out[1.0] == 1.0
 
 
