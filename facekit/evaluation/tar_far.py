@@ -110,7 +110,7 @@ def aggregate_templates(features, templates, medias, normalize_images=False, wei
         if weights.shape[0] != features.shape[0]:
             raise ValueError(f'weights ({weights.shape[0]}) must have one entry per image ({features.shape[0]})')
     unique_templates, t_index = np.unique(templates, return_inverse=True)
-    # (template, media) groups, sorted by template then media; images sorted by group
+    # (template, media) groups, sorted by template then media id; images sorted by group
     tm = np.stack([t_index.ravel(), np.unique(medias, return_inverse=True)[1].ravel()], axis=1)
     groups, g_index, g_count = np.unique(tm, axis=0, return_inverse=True, return_counts=True)
     order = np.argsort(g_index.ravel(), kind='stable')
@@ -128,25 +128,41 @@ def aggregate_templates(features, templates, medias, normalize_images=False, wei
             f /= np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
         if weights is not None:
             f *= weights[rows][:, None]
-        media_mean[k0:k1] = np.add.reduceat(f, starts[k0:k1] - lo, axis=0) / g_count[k0:k1, None]
+        media_mean[k0:k1] = _sum_runs(f, starts[k0:k1] - lo, g_count[k0:k1]) / g_count[k0:k1, None]
         k0 = k1
-    out = np.zeros((unique_templates.size, features.shape[1]), dtype=np.float64)
-    np.add.at(out, groups[:, 0], media_mean)
+    # media groups are sorted by template: each template's media form one run
+    _, t_start, t_count = np.unique(groups[:, 0], return_index=True, return_counts=True)
+    out = _sum_runs(media_mean, t_start, t_count)
     norms = np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
     return out / norms, unique_templates
 
 
-def template_pair_scores(template_features, unique_templates, t1, t2, chunk=100000):
+def _sum_runs(values, starts, counts):
+    """Row sums of consecutive runs ``values[starts[k]:starts[k] + counts[k]]``, added first row to
+    last (the reference's order); one vectorized step per position in the longest run
+    (``np.add.reduceat`` over 2-D rows measured 16 s per 100k images)."""
+    out = values[starts]  # fancy indexing: a new array
+    for j in range(1, int(counts.max())):
+        more = np.flatnonzero(counts > j)
+        out[more] += values[starts[more] + j]
+    return out
+
+
+def template_pair_scores(template_features, unique_templates, t1, t2, chunk=16384):
     """Cosine score of each template pair. (T, E) normalized features; t1, t2 (P,) ids -> (P,) float64."""
-    lookup = {t: i for i, t in enumerate(np.asarray(unique_templates).tolist())}
-    try:
-        i1 = np.array([lookup[t] for t in np.asarray(t1).tolist()], dtype=np.int64)
-        i2 = np.array([lookup[t] for t in np.asarray(t2).tolist()], dtype=np.int64)
-    except KeyError as e:
-        raise KeyError(f'template {e.args[0]!r} of the pair list has no image in the face list') from None
+    ids = np.asarray(unique_templates)
+    sort = np.argsort(ids, kind='stable')
+    sorted_ids = ids[sort]
+    index = []
+    for column in (np.asarray(t1), np.asarray(t2)):
+        pos = np.clip(np.searchsorted(sorted_ids, column), 0, sorted_ids.size - 1)
+        unknown = np.flatnonzero(sorted_ids[pos] != column)
+        if unknown.size:
+            raise KeyError(f'template {column[unknown[0]].item()!r} of the pair list has no image in the face list')
+        index.append(sort[pos])
+    i1, i2 = index
     scores = np.empty(i1.size, dtype=np.float64)
     for s in range(0, i1.size, chunk):
-        a = template_features[i1[s:s + chunk]]
-        b = template_features[i2[s:s + chunk]]
-        scores[s:s + chunk] = np.sum(a * b, axis=1)
+        scores[s:s + chunk] = np.einsum('ij,ij->i', template_features[i1[s:s + chunk]],
+                                        template_features[i2[s:s + chunk]])
     return scores

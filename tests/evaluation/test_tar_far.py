@@ -113,3 +113,26 @@ def test_template_media_averaging_by_hand():
     np.testing.assert_allclose(tf_n[0], b / np.linalg.norm(b), rtol=1e-6)
     with pytest.raises(KeyError, match='template 99'):
         template_pair_scores(tf, ids, [99], [10])
+
+
+@pytest.mark.parametrize('chunk_rows', [1, 3, 7, 10 ** 6])
+def test_template_aggregation_matches_plain_loop_for_any_chunking(chunk_rows):
+    """Runs of up to 9 frames per media and up to 5 media per template, in shuffled row order."""
+    rng = np.random.default_rng(0)
+    rows = [(t, m) for t in range(12) for m in range(int(rng.integers(1, 6))) for _ in range(int(rng.integers(1, 10)))]
+    rows = [rows[k] for k in rng.permutation(len(rows))]
+    templates = np.array([100 + 7 * t for t, _ in rows])
+    medias = np.array([1000 * t + m for t, m in rows])
+    feats = rng.normal(size=(len(rows), 5)).astype(np.float32)
+    weights = rng.uniform(0.1, 1.0, len(rows))
+    got, ids = aggregate_templates(feats, templates, medias, normalize_images=True, weights=weights,
+                                   chunk_rows=chunk_rows)
+    assert ids.tolist() == sorted(set(templates.tolist()))
+    for k, tid in enumerate(ids):
+        total = np.zeros(5)
+        for mid in sorted(set(medias[templates == tid].tolist())):
+            sel = (templates == tid) & (medias == mid)
+            f = feats[sel].astype(np.float64)
+            f = f / np.linalg.norm(f, axis=1, keepdims=True) * weights[sel][:, None]
+            total += f.mean(axis=0)
+        np.testing.assert_allclose(got[k], total / np.linalg.norm(total), rtol=1e-12, atol=1e-12)
