@@ -358,3 +358,17 @@ def test_test_py_target_ijbc_end_to_end(release, tmp_path):
     expected = IJBEvaluator(release['root'], batch_size=32).evaluate(backbone)
     assert got['tar_at_far'] == {str(k): v for k, v in expected['tar_at_far'].items()}
     assert got['auc'] == pytest.approx(expected['auc'], abs=1e-9)
+
+
+def test_documented_switches_build(small_release):
+    """The config block of docs/evaluation.md "Switches" names real arguments, with the defaults."""
+    with open(osp.join(ROOT, 'docs', 'evaluation.md'), encoding='utf-8') as f:
+        section = f.read().split('### Switches', 1)[1].split('###', 1)[0]
+    block = re.search(r'```python\n(.*?)```', section, re.S).group(1)
+    namespace = {}
+    exec(block, namespace)
+    cfg = dict(namespace['test_evaluators'][0], root=small_release['root'])
+    ev = EVALUATORS.build(cfg)
+    default = IJBEvaluator(small_release['root'])
+    assert repr(ev) == repr(default) and (ev.flip, ev.batch_size, ev.fars) == (default.flip, default.batch_size,
+                                                                               default.fars)
