@@ -61,6 +61,8 @@ class IJBEvaluator(TarFarEvaluator):
 
     def __init__(self, root, set_name='IJBC', name=None, fars=DEFAULT_FARS, flip=True, batch_size=64,
                  use_norm_score=True, use_detector_score=True, roc_points=1000):
+        # not TarFarEvaluator.__init__: its list-file arguments do not apply; _set_fars sets what
+        # its metric, summary, log and plot methods use
         self.root = str(root)
         self.set_name = ijb_set_name(set_name)
         self.name = name or self.set_name.lower()

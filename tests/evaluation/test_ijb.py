@@ -349,7 +349,6 @@ def test_test_py_target_ijbc_end_to_end(release, tmp_path):
         got = json.load(f)['results']['ijbc']
     assert got['num_images'] == len(release['names']) and got['set_name'] == 'IJBC'
 
-    import mindspore as ms  # noqa: F401
     from facekit.config import Config
     from facekit.registry import BACKBONES
     from facekit.utils.checkpoint import load_checkpoint, load_state_into
