@@ -9,6 +9,8 @@ Without --target the config's ``test_evaluators`` (else ``val_evaluators``) are 
 --target, ``<data root>/<name>.bin`` is evaluated for each name; the data roots searched are
 --data-root, the config's ``data_root``, and the folders of the config's evaluator .bin files.
 Missing .bin files are listed first with every path searched; the others are still evaluated.
+``--target ijbb`` / ``ijbc`` evaluates the IJB release under ``<data root>/IJBB`` / ``IJBC`` (meta/ and
+loose_crop/ as insightface distributes them; see docs/evaluation.md).
 
 CHECKPOINT may be any weights format facekit loads; an ``.onnx`` is converted into the MindSpore
 backbone by default. ``--backend onnxruntime`` embeds with onnxruntime on CPU instead: an ``.onnx``
@@ -31,8 +33,9 @@ def parse_args(argv=None):
     parser.add_argument('config', help='experiment config file')
     parser.add_argument('checkpoint', help='weights file: .ckpt (FaceRecognizer or bare backbone), .pth, .onnx')
     parser.add_argument('--target', default=None,
-                        help=f'comma-separated .bin names, e.g. {DEFAULT_TARGETS}; default: the config\'s evaluators')
-    parser.add_argument('--data-root', default=None, help='folder holding <target>.bin files')
+                        help=f'comma-separated .bin names, e.g. {DEFAULT_TARGETS}, and/or ijbb, ijbc (IJB releases); '
+                             'default: the config\'s evaluators')
+    parser.add_argument('--data-root', default=None, help='folder holding <target>.bin files and/or IJBB/, IJBC/')
     parser.add_argument('--batch-size', type=int, default=None, help='images per forward pass (default 64)')
     parser.add_argument('--device-target', default=None, help="CPU | GPU | Ascend | auto (default: config's runtime)")
     parser.add_argument('--mode', default=None, choices=['graph', 'pynative'], help="default: config's runtime")

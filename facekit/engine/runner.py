@@ -298,8 +298,8 @@ class Runner:
     def test(self):
         """Evaluate the checkpoint ``load_from`` with the configured test evaluators; rank 0 reports.
 
-        ``cfg.test_cfg`` may hold ``targets`` (list of .bin names), ``data_root``, ``batch_size``,
-        ``flip``, ``nfolds`` (overrides for every evaluator), ``out`` (JSON path, default
+        ``cfg.test_cfg`` may hold ``targets`` (list of .bin names or ``ijbb``/``ijbc``), ``data_root``,
+        ``batch_size``, ``flip``, ``nfolds`` (overrides for every evaluator), ``out`` (JSON path, default
         ``<work_dir>/eval_<checkpoint name>.json``), ``roc`` (ROC PNGs in work_dir) and ``backend``
         ('mindspore' default, or 'onnxruntime': see ``apis.onnx_serving.build_embed_model``). Returns
         ``{name: result}``; empty when no target could be found (each missing one is logged with the
@@ -322,7 +322,7 @@ class Runner:
         except ValueError as e:
             raise ConfigCheckError(str(e)) from None
         for name, searched in missing:
-            self.log(f'MISSING {name}: no .bin file; searched:\n' + '\n'.join(f'    {p}' for p in searched))
+            self.log(f'MISSING {name}: not found; searched:\n' + '\n'.join(f'    {p}' for p in searched))
         if not selected:
             self.log('nothing to evaluate')
             return {}

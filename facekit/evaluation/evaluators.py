@@ -251,14 +251,18 @@ class TarFarEvaluator(BaseEvaluator):
         self.pair_list, self.face_list, self.template_pairs = pair_list, face_list, template_pairs
         self.image_root = str(image_root)
         self.name = name
-        self.fars = tuple(float(f) for f in fars)
         self.flip = bool(flip)
         self.batch_size = int(batch_size)
         self.normalize_images = bool(normalize_images)
         self.use_face_scores = bool(use_face_scores)
+        self._set_fars(fars, roc_points)
+
+    def _set_fars(self, fars, roc_points):
+        """``fars``, ``roc_points`` and the primary metric (what ``compute_metrics`` and ``summary`` use)."""
+        self.fars = tuple(float(f) for f in fars)
         self.roc_points = int(roc_points)
         if not self.fars:
-            raise ValueError('TarFarEvaluator needs at least one FAR in fars=')
+            raise ValueError(f'{type(self).__name__} needs at least one FAR in fars=')
         self.primary_metric = tar_key(1e-4 if 1e-4 in self.fars else min(self.fars))
 
     def __repr__(self):

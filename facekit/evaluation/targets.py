@@ -1,4 +1,5 @@
-"""Which evaluators a test run builds: the config's, or verification ``.bin`` targets by name.
+"""Which evaluators a test run builds: the config's, or targets by name: verification ``.bin`` files
+(``lfw``, ``cfp_fp`` ...) and the IJB releases (``ijbb``, ``ijbc``).
 
 ``test_evaluator_cfgs`` is the library half of ``tools/test.py --target/--data-root/--batch-size/
 --no-flip/--nfolds``; it only checks that files exist, it reads none.
@@ -7,10 +8,15 @@ import importlib
 import inspect
 import os.path as osp
 
+from ..datasets.ijb import find_ijb_release
 from ..registry import EVALUATORS
 from .evaluators import VerificationEvaluator
+from .ijb import IJBEvaluator
 
-__all__ = ['data_roots', 'test_evaluator_cfgs', 'evaluator_class']
+__all__ = ['data_roots', 'test_evaluator_cfgs', 'evaluator_class', 'IJB_TARGETS']
+
+# target name -> IJB set folder
+IJB_TARGETS = {'ijbb': 'IJBB', 'ijbc': 'IJBC'}
 
 
 def evaluator_class(type_):
@@ -33,6 +39,24 @@ def _accepts(cls, arg):
 def _is_verification(ev_cfg):
     cls = evaluator_class(ev_cfg.get('type'))
     return inspect.isclass(cls) and issubclass(cls, VerificationEvaluator)
+
+
+def _is_ijb(ev_cfg):
+    cls = evaluator_class(ev_cfg.get('type'))
+    return inspect.isclass(cls) and issubclass(cls, IJBEvaluator)
+
+
+def _ijb_cfg(name, set_name, roots, base):
+    """``(evaluator cfg, [])`` for the first root holding the release, else ``(None, [paths searched])``."""
+    searched = []
+    for root in roots:
+        folder, looked = find_ijb_release(root, set_name)
+        searched.extend(p for p in looked if p not in searched)
+        if folder is not None:
+            ev = dict(base, root=folder, set_name=set_name, name=name)
+            ev.setdefault('type', 'IJBEvaluator')
+            return ev, []
+    return None, searched
 
 
 def _configured(cfg):
@@ -67,10 +91,12 @@ def test_evaluator_cfgs(cfg, targets=None, data_root=None, batch_size=None, flip
     Args:
         cfg: the experiment config (``Config`` or dict): ``test_evaluators``, else
             ``val_evaluators``; ``data_root``.
-        targets: verification target names (list, or a comma-separated string such as
-            ``'lfw,cfp_fp'``); each becomes a ``VerificationEvaluator`` on the first existing
-            ``<root>/<name>.bin`` over ``data_roots(cfg, data_root)``, then the ``bin_path`` of a
-            configured verification evaluator of that name (whose other settings it keeps).
+        targets: target names (list, or a comma-separated string such as ``'lfw,cfp_fp'``); each
+            becomes a ``VerificationEvaluator`` on the first existing ``<root>/<name>.bin`` over
+            ``data_roots(cfg, data_root)``, then the ``bin_path`` of a configured verification
+            evaluator of that name (whose other settings it keeps). ``ijbb`` / ``ijbc`` (any case)
+            become an ``IJBEvaluator`` on the first root holding ``IJBB/meta`` / ``IJBC/meta`` (or
+            being that folder), then the ``root`` of a configured IJB evaluator of that name.
             None: the configured evaluators.
         data_root: folder searched first for ``<name>.bin``.
         batch_size, flip: set on every selected evaluator whose class accepts the argument.
@@ -91,8 +117,18 @@ def test_evaluator_cfgs(cfg, targets=None, data_root=None, batch_size=None, flip
         if not names:
             raise ValueError(f'no target names in {targets!r}; give names such as lfw,cfp_fp')
         by_name = {e.get('name'): e for e in configured if _is_verification(e)}
+        ijb_by_name = {e.get('name'): e for e in configured if _is_ijb(e)}
         roots = data_roots(cfg, data_root)
         for name in names:
+            if name.lower() in IJB_TARGETS:
+                base = ijb_by_name.get(name, {})
+                ev, searched = _ijb_cfg(name, IJB_TARGETS[name.lower()],
+                                        roots + ([base['root']] if base.get('root') else []), base)
+                if ev is None:
+                    missing.append((name, searched))
+                else:
+                    selected.append(ev)
+                continue
             searched = [osp.join(root, f'{name}.bin') for root in roots]
             base = by_name.get(name, {})
             if base.get('bin_path'):
@@ -114,6 +150,11 @@ def test_evaluator_cfgs(cfg, targets=None, data_root=None, batch_size=None, flip
             if ev.get('bin_path') and not osp.isfile(ev['bin_path']):
                 missing.append((ev.get('name') or osp.basename(ev['bin_path']), [osp.abspath(ev['bin_path'])]))
                 continue
+            if ev.get('root') and _is_ijb(ev):
+                folder, searched = find_ijb_release(ev['root'], ev.get('set_name', 'IJBC'))
+                if folder is None:
+                    missing.append((ev.get('name') or str(ev.get('set_name', 'IJBC')).lower(), searched))
+                    continue
             selected.append(ev)
     overrides = {k: v for k, v in dict(batch_size=batch_size, flip=flip, nfolds=nfolds).items() if v is not None}
     for ev in selected:

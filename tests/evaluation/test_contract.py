@@ -40,9 +40,10 @@ def verification(tmp_path):
 def tar_far():
     """Genuine scores 0.9 0.6 0.3, impostor scores 0.7 0.4 0.2 0.1.
 
-    FAR 0.25 = one of four impostors accepted: the threshold at 0.7, which one genuine score (0.9)
-    passes: TAR 1/3. FAR 0.5: threshold 0.4, genuine 0.9 and 0.6 pass: TAR 2/3. FAR 1e-4 is below
-    1/4 impostors: not measurable.
+    FAR 0.25 = one of four impostors accepted: thresholds 0.7 and 0.6 both accept only the 0.7
+    impostor; the IJB rule takes the larger TAR at that FAR, threshold 0.6, which two genuine
+    scores (0.9, 0.6) pass: TAR 2/3. FAR 0.5: thresholds 0.4 and 0.3 accept two impostors;
+    at 0.3 all three genuine scores pass: TAR 1. FAR 1e-4 is below 1/4 impostors: not measurable.
     """
     scores = np.array([0.9, 0.6, 0.3, 0.7, 0.4, 0.2, 0.1])
     labels = np.array([1, 1, 1, 0, 0, 0, 0], dtype=bool)
@@ -72,7 +73,7 @@ def test_report_renders_verification_and_tar_far_together(verification, tar_far)
     text = report([ev, tf], {ev.name: r, tf.name: tr}, title='after 7 iterations')
     assert 'verification (10-fold) after 7 iterations' in text and 'TAR @ FAR after 7 iterations' in text
     assert '| tiny ' in text and '0.90000+-0.10000' in text  # accuracy in the reference format
-    assert '| pairs_small ' in text and '| 0.25 ' in text and '33.33' in text and '66.67' in text
+    assert '| pairs_small ' in text and '| 0.25 ' in text and '66.67' in text and '100.00' in text
     assert text.index('verification') < text.index('TAR @ FAR')  # classes in the evaluators' order
 
 
@@ -98,7 +99,7 @@ def test_summaries_are_flat_json_safe_scalars(verification, tar_far):
     s = ev.summary(r)
     assert s['val'] is None and s['accuracy'] == pytest.approx(0.9) and 'fold_accuracies' not in s
     s4 = tf4.summary(tr4)
-    assert s4['tar@far=1e-04'] is None and s4['tar@far=0.25'] == pytest.approx(1 / 3)
+    assert s4['tar@far=1e-04'] is None and s4['tar@far=0.25'] == pytest.approx(2 / 3)
     assert s4['num_impostors'] == 4 and 'tar_at_far' not in s4
 
 
@@ -108,7 +109,7 @@ def test_primary_values_computed_by_hand(verification, tar_far):
     assert ev.primary_key(r) == 'accuracy' and ev.primary_value(r) == pytest.approx(0.9)
     assert r['accuracy_std'] == pytest.approx(0.1)
     # without 1e-4 among the FARs: the smallest one asked for, whatever the order given
-    assert small.primary_key(rs) == 'tar@far=0.25' and small.primary_value(rs) == pytest.approx(1 / 3)
+    assert small.primary_key(rs) == 'tar@far=0.25' and small.primary_value(rs) == pytest.approx(2 / 3)
     # 1e-4 is the headline when asked for; not measurable on 4 impostors -> None, not a crash
     assert with_1e4.primary_key(r4) == 'tar@far=1e-04' and with_1e4.primary_value(r4) is None
     assert with_1e4.headline(r4) == 'pairs_1e4 tar@far=1e-04=n/a'
@@ -120,7 +121,7 @@ def test_log_lines(verification, tar_far):
     assert ev.log_lines(r) == ['[tiny]XNorm: 3.000000', '[tiny]Accuracy: 0.90000+-0.10000',
                                '[tiny]Accuracy-Flip: n/a (no flip test)']
     (_, _), (tf4, r4) = tar_far
-    assert tf4.log_lines(r4)[0] == '[pairs_1e4]TAR@FAR: 1e-04 n/a | 0.25 33.33 | 5e-01 66.67'
+    assert tf4.log_lines(r4)[0] == '[pairs_1e4]TAR@FAR: 1e-04 n/a | 0.25 66.67 | 5e-01 100.00'
 
 
 def test_plain_evaluator_is_reportable():

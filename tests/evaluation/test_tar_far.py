@@ -1,4 +1,5 @@
-"""TAR@FAR (IJB closest-FPR convention) and template aggregation on hand-made inputs."""
+"""TAR@FAR (IJB closest-FPR convention, largest TPR among equally close points) and template
+aggregation on hand-made inputs."""
 import numpy as np
 import pytest
 
@@ -28,7 +29,8 @@ def plain_roc(scores, labels):
 
 def plain_tar(scores, labels, far):
     fpr, tpr = plain_roc(scores, labels)
-    best = min((abs(f - far), i) for i, f in enumerate(fpr))  # (distance, index): first index on ties
+    fpr, tpr = fpr[::-1], tpr[::-1]  # the IJB scripts' np.flipud: "select largest tpr at same fpr"
+    best = min((abs(f - far), i) for i, f in enumerate(fpr))  # (distance, index): first of the reversed ROC
     return tpr[best[1]]
 
 
@@ -52,9 +54,9 @@ def test_tar_at_far_by_hand():
     out = tar_at_far(SCORES, LABELS, fars=(0.1, 0.25, 0.5, 0.7, 1.0))
     assert list(out) == [0.1, 0.25, 0.5, 0.7, 1.0]
     assert out[0.1] == NOT_AVAILABLE       # 0.1 < 1/4 impostors
-    assert out[0.25] == 0.5                # fpr .25 at two points: the first (threshold 0.8) is taken
-    assert out[0.5] == 0.5                 # .25 and .75 equally close: the first wins; 0.6 was dropped
-    assert out[0.7] == 0.75
+    assert out[0.25] == 0.75               # fpr .25 at two points: the last (threshold 0.7, larger TPR)
+    assert out[0.5] == 1.0                 # .25 and .75 equally close: the last of them, (.75, 1); 0.6 was dropped
+    assert out[0.7] == 1.0                 # fpr .75 at two points: the larger TPR
     assert out[1.0] == 1.0
 
 
@@ -111,3 +113,26 @@ def test_template_media_averaging_by_hand():
     np.testing.assert_allclose(tf_n[0], b / np.linalg.norm(b), rtol=1e-6)
     with pytest.raises(KeyError, match='template 99'):
         template_pair_scores(tf, ids, [99], [10])
+
+
+@pytest.mark.parametrize('chunk_rows', [1, 3, 7, 10 ** 6])
+def test_template_aggregation_matches_plain_loop_for_any_chunking(chunk_rows):
+    """Runs of up to 9 frames per media and up to 5 media per template, in shuffled row order."""
+    rng = np.random.default_rng(0)
+    rows = [(t, m) for t in range(12) for m in range(int(rng.integers(1, 6))) for _ in range(int(rng.integers(1, 10)))]
+    rows = [rows[k] for k in rng.permutation(len(rows))]
+    templates = np.array([100 + 7 * t for t, _ in rows])
+    medias = np.array([1000 * t + m for t, m in rows])
+    feats = rng.normal(size=(len(rows), 5)).astype(np.float32)
+    weights = rng.uniform(0.1, 1.0, len(rows))
+    got, ids = aggregate_templates(feats, templates, medias, normalize_images=True, weights=weights,
+                                   chunk_rows=chunk_rows)
+    assert ids.tolist() == sorted(set(templates.tolist()))
+    for k, tid in enumerate(ids):
+        total = np.zeros(5)
+        for mid in sorted(set(medias[templates == tid].tolist())):
+            sel = (templates == tid) & (medias == mid)
+            f = feats[sel].astype(np.float64)
+            f = f / np.linalg.norm(f, axis=1, keepdims=True) * weights[sel][:, None]
+            total += f.mean(axis=0)
+        np.testing.assert_allclose(got[k], total / np.linalg.norm(total), rtol=1e-12, atol=1e-12)
