@@ -126,3 +126,73 @@ def count_parameters(cell):
     """Number of parameters of ``cell``: weights and BN affine (trainable or frozen), not BN running statistics."""
     return int(sum(p.size for n, p in cell.parameters_and_names()
                    if 'moving_mean' not in n and 'moving_variance' not in n))
+
+
+
+class Linear(nn.Dense):
+    """``mindspore.nn.Dense`` (same parameters, names and initialisation) over the last axis of any-rank
+    input, computed as MatMul + broadcast Add.
+
+    MindSpore's CPU backward of Dense's BiasAdd (``BiasAddGrad``) is slow: a (4608, 256) -> (4608, 1024)
+    layer took 80 ms forward+backward as ``nn.Dense`` against 60 ms in this form (graph mode, 2 cores,
+    same run); in the vit_t train step BiasAddGrad was 12% of the op time. Takes ``nn.Dense``'s arguments.
+    """
+
+    def __init__(self, in_channels, out_channels, weight_init=None, bias_init=None, has_bias=True):
+        super().__init__(in_channels, out_channels, weight_init=weight_init, bias_init=bias_init,
+                         has_bias=has_bias)
+        self.matmul_t = ops.MatMul(transpose_b=True)
+
+    def construct(self, x):
+        lead = x.shape[:-1]
+        y = self.matmul_t(x.reshape(-1, self.in_channels), self.weight)
+        if self.has_bias:
+            y = y + self.bias
+        return y.reshape(lead + (self.out_channels,))
+
+
+class _LayerNormFn(nn.Cell):
+    """LayerNorm over the last axis, ``(x, gamma, beta) -> y``, with the backward in closed form.
+
+    With xhat = (x - mean) * rstd and g = dy * gamma:
+    dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), dgamma = sum(dy * xhat), dbeta = sum(dy),
+    the means over the normalized axis and the sums over all other axes. MindSpore's CPU
+    ``LayerNormGrad`` kernel is slow: forward+backward of a (4608, 256) LayerNorm took 20.6 ms with it
+    and 12.6 ms with this backward (graph mode, 2 cores, same run; dx equal to 3e-7).
+    """
+
+    def __init__(self, epsilon):
+        super().__init__()
+        self.epsilon = epsilon
+        self.layer_norm = ops.LayerNorm(begin_norm_axis=-1, begin_params_axis=-1, epsilon=epsilon)
+
+    def construct(self, x, gamma, beta):
+        return self.layer_norm(x, gamma, beta)[0]
+
+    def bprop(self, x, gamma, beta, out, dout):
+        xc = x - x.mean(-1, keep_dims=True)
+        rstd = ops.rsqrt((xc * xc).mean(-1, keep_dims=True) + self.epsilon)
+        xhat = xc * rstd
+        lead = tuple(range(x.ndim - 1))
+        dgamma = (dout * xhat).sum(lead)
+        dbeta = dout.sum(lead)
+        g = dout * gamma
+        dx = rstd * (g - g.mean(-1, keep_dims=True) - xhat * (g * xhat).mean(-1, keep_dims=True))
+        return dx, dgamma, dbeta
+
+
+class LayerNorm(nn.LayerNorm):
+    """``mindspore.nn.LayerNorm((channels,), epsilon=...)`` (parameters ``gamma``, ``beta``) over the last
+    axis, with the faster closed-form backward of ``_LayerNormFn``.
+
+    Args:
+        channels: width C of the last axis.
+        epsilon: added to the variance.
+    """
+
+    def __init__(self, channels, epsilon=1e-5):
+        super().__init__((channels,), begin_norm_axis=-1, begin_params_axis=-1, epsilon=epsilon)
+        self.fn = _LayerNormFn(epsilon)
+
+    def construct(self, x):
+        return self.fn(x, self.gamma, self.beta)

@@ -13,14 +13,39 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import Normal, TruncatedNormal, initializer
 
 from ...registry import BACKBONES
-from .layers import drop_path_scales, torch_conv_default_init
+from .layers import LayerNorm, Linear, drop_path_scales, torch_conv_default_init
 
 __all__ = ['VisionTransformer', 'vit_t', 'vit_s', 'vit_b', 'vit_l']
 
 
 def _dense(in_c, out_c, has_bias=True):
     # Reference init: truncated normal std 0.02, zero bias.
-    return nn.Dense(in_c, out_c, has_bias=has_bias, weight_init=TruncatedNormal(0.02), bias_init='zeros')
+    return Linear(in_c, out_c, has_bias=has_bias, weight_init=TruncatedNormal(0.02), bias_init='zeros')
+
+
+class QKVLinear(Linear):
+    """The fused q/k/v projection: one (3D, D) ``weight`` (and (3D,) ``bias``), as the reference stores
+    it, returning ``(q, k, v)``, each (B*N, D), from row blocks of that weight.
+
+    Slicing the (3D, D) weight instead of the (B*N, 3D) activation keeps the parameter fused (same
+    name and shape as the reference, one cell for weight import) while the per-step copy shrinks
+    from B*N*3D to 3*D*D values: the backward of the activation slices was 11-16% of the vit_t
+    train step's op time and this form removes it.
+    """
+
+    def __init__(self, dim, has_bias=False):
+        super().__init__(dim, 3 * dim, has_bias=has_bias, weight_init=TruncatedNormal(0.02), bias_init='zeros')
+        self.dim = dim
+
+    def _project(self, x2d, start):
+        y = self.matmul_t(x2d, self.weight[start:start + self.dim])
+        if self.has_bias:
+            y = y + self.bias[start:start + self.dim]
+        return y
+
+    def construct(self, x):
+        x2d = x.reshape(-1, self.dim)
+        return self._project(x2d, 0), self._project(x2d, self.dim), self._project(x2d, 2 * self.dim)
 
 
 class Attention(nn.Cell):
@@ -41,31 +66,23 @@ class Attention(nn.Cell):
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.scale = self.head_dim ** -0.5
-        self.qkv = _dense(dim, dim * 3, has_bias=qkv_bias)
+        self.qkv = QKVLinear(dim, has_bias=qkv_bias)
         self.proj = _dense(dim, dim)
         self.attn_drop = nn.Dropout(p=attn_drop) if attn_drop > 0 else None
         self.proj_drop = nn.Dropout(p=proj_drop) if proj_drop > 0 else None
         self.batch_matmul_qk = ops.BatchMatMul(transpose_b=True)
         self.batch_matmul_av = ops.BatchMatMul()
-        self.matmul_t = ops.MatMul(transpose_b=True)
 
-    def _heads(self, x2d, start, b, n, d):
-        # Rows [start, start + d) of the fused qkv weight project x to one of q, k, v, split into heads
-        # (B, H, N, hd). Slicing the (3D, D) weight instead of the (B*N, 3D) activation keeps the
-        # parameter fused (same name and shape as the reference) while the copy per step shrinks from
-        # B*N*3D to 3*D*D values; the backward of an activation slice was 11% of the vit_t step.
-        y = self.matmul_t(x2d, self.qkv.weight[start:start + d])
-        if self.qkv.has_bias:
-            y = y + self.qkv.bias[start:start + d]
+    def _heads(self, y, b, n):
         return y.reshape(b, n, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
 
     def construct(self, x):
         b, n, d = x.shape
-        x2d = x.reshape(b * n, d)
+        q, k, v = self.qkv(x)
         # The scale is folded into q (N*hd multiplies) rather than the (N, N) scores.
-        q = self._heads(x2d, 0, b, n, d) * self.scale
-        k = self._heads(x2d, d, b, n, d)
-        v = self._heads(x2d, 2 * d, b, n, d)
+        q = self._heads(q, b, n) * self.scale
+        k = self._heads(k, b, n)
+        v = self._heads(v, b, n)
         attn = ops.softmax(self.batch_matmul_qk(q, k), axis=-1)
         if self.attn_drop is not None:
             attn = self.attn_drop(attn)
@@ -106,9 +123,9 @@ class Block(nn.Cell):
 
     def __init__(self, dim, num_heads, mlp_ratio=4.0, qkv_bias=False, drop=0.0, attn_drop=0.0, ln_eps=1e-5):
         super().__init__()
-        self.norm1 = nn.LayerNorm((dim,), epsilon=ln_eps)
+        self.norm1 = LayerNorm(dim, epsilon=ln_eps)
         self.attn = Attention(dim, num_heads, qkv_bias, attn_drop, drop)
-        self.norm2 = nn.LayerNorm((dim,), epsilon=ln_eps)
+        self.norm2 = LayerNorm(dim, epsilon=ln_eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
 
     def construct(self, x, scales=None):
@@ -173,7 +190,7 @@ class VisionTransformer(nn.Cell):
         if use_recompute:
             for blk in self.blocks:
                 blk.recompute()
-        self.norm = nn.LayerNorm((embed_dim,), epsilon=layer_norm_eps)
+        self.norm = LayerNorm(embed_dim, epsilon=layer_norm_eps)
         self.feature = nn.SequentialCell(
             _dense(embed_dim * self.num_patches, embed_dim, has_bias=False),
             nn.BatchNorm1d(embed_dim, eps=2e-5, momentum=0.9),
