@@ -13,17 +13,17 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import Normal, TruncatedNormal, initializer
 
 from ...registry import BACKBONES
-from .layers import LayerNorm, Linear, drop_path_scales, torch_conv_default_init
+from .layers import drop_path_scales, torch_conv_default_init
 
 __all__ = ['VisionTransformer', 'vit_t', 'vit_s', 'vit_b', 'vit_l']
 
 
 def _dense(in_c, out_c, has_bias=True):
     # Reference init: truncated normal std 0.02, zero bias.
-    return Linear(in_c, out_c, has_bias=has_bias, weight_init=TruncatedNormal(0.02), bias_init='zeros')
+    return nn.Dense(in_c, out_c, has_bias=has_bias, weight_init=TruncatedNormal(0.02), bias_init='zeros')
 
 
-class QKVLinear(Linear):
+class QKVLinear(nn.Dense):
     """The fused q/k/v projection: one (3D, D) ``weight`` (and (3D,) ``bias``), as the reference stores
     it, returning ``(q, k, v)``, each (B*N, D), from row blocks of that weight.
 
@@ -36,6 +36,7 @@ class QKVLinear(Linear):
     def __init__(self, dim, has_bias=False):
         super().__init__(dim, 3 * dim, has_bias=has_bias, weight_init=TruncatedNormal(0.02), bias_init='zeros')
         self.dim = dim
+        self.matmul_t = ops.MatMul(transpose_b=True)
 
     def _project(self, x2d, start):
         y = self.matmul_t(x2d, self.weight[start:start + self.dim])
@@ -123,9 +124,9 @@ class Block(nn.Cell):
 
     def __init__(self, dim, num_heads, mlp_ratio=4.0, qkv_bias=False, drop=0.0, attn_drop=0.0, ln_eps=1e-5):
         super().__init__()
-        self.norm1 = LayerNorm(dim, epsilon=ln_eps)
+        self.norm1 = nn.LayerNorm((dim,), epsilon=ln_eps)
         self.attn = Attention(dim, num_heads, qkv_bias, attn_drop, drop)
-        self.norm2 = LayerNorm(dim, epsilon=ln_eps)
+        self.norm2 = nn.LayerNorm((dim,), epsilon=ln_eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
 
     def construct(self, x, scales=None):
@@ -190,7 +191,7 @@ class VisionTransformer(nn.Cell):
         if use_recompute:
             for blk in self.blocks:
                 blk.recompute()
-        self.norm = LayerNorm(embed_dim, epsilon=layer_norm_eps)
+        self.norm = nn.LayerNorm((embed_dim,), epsilon=layer_norm_eps)
         self.feature = nn.SequentialCell(
             _dense(embed_dim * self.num_patches, embed_dim, has_bias=False),
             nn.BatchNorm1d(embed_dim, eps=2e-5, momentum=0.9),
