@@ -38,7 +38,8 @@ def complexity(model, input_shape=(1, 3, 112, 112)):
         counts['Conv2d'] += int(np.prod(output.shape)) * (cell.in_channels // cell.group) * kh * kw
 
     def dense_hook(cell, inputs, output):
-        counts['Dense'] += int(np.prod(output.shape)) * cell.in_channels
+        outputs = output if isinstance(output, (tuple, list)) else (output,)   # the ViT's q, k, v projection
+        counts['Dense'] += sum(int(np.prod(o.shape)) for o in outputs) * cell.in_channels
 
     def attn_hook(cell, inputs, output):
         _, n, d = output.shape

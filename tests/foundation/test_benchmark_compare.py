@@ -64,3 +64,30 @@ def test_compare_without_torch_exits_2_with_a_message(tool, monkeypatch, capsys)
     monkeypatch.setitem(sys.modules, 'torch', None)   # import torch -> ImportError
     assert module.main(['--compare', 'torch']) == 2
     assert 'needs PyTorch' in capsys.readouterr().err
+
+
+op_profile = _load('op_profile')
+
+
+def test_op_profile_reads_mindspores_op_type_csv_and_tabulates_per_step(tmp_path):
+    # The header of MindSpore 2.10's FRAMEWORK/cpu_op_type_info_0.csv; totals over 2 profiled steps.
+    d = tmp_path / 'vm_1_ascend_ms' / 'FRAMEWORK'
+    d.mkdir(parents=True)
+    (d / 'cpu_op_type_info_0.csv').write_text(
+        'op_type,type_occurrences,execution_frequency(per-step),total_compute_time,avg_time(ms),percent\n'
+        'MatMul,6,3,300.0,50.0,0.75\n'
+        'StridedSlice,4,2,80.0,20.0,0.2\n'
+        'Add,10,5,20.0,2.0,0.05\n')
+    rows = op_profile.read_mindspore_op_types(str(tmp_path))
+    assert rows == [('MatMul', 300.0, 6), ('StridedSlice', 80.0, 4), ('Add', 20.0, 10)]
+    table = op_profile.per_step_table(rows, steps=2, top=2).splitlines()
+    # per step: 150 ms of 200 -> 75.0%, 40 ms -> 20.0%; calls halved; Add cut by top=2; total 200 ms/step
+    assert table[2] == '| MatMul | 150.0 | 75.0% | 3 |'
+    assert table[3] == '| StridedSlice | 40.0 | 20.0% | 2 |'
+    assert table[4] == '| (all ops) | 200.0 | 100% | |'
+    assert len(table) == 5
+
+
+def test_op_profile_without_a_profile_names_the_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match=str(tmp_path)):
+        op_profile.read_mindspore_op_types(str(tmp_path))

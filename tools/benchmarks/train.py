@@ -9,6 +9,7 @@ One step = forward, backward, gradient clipping and the SGD-momentum update, the
 counted (see ``benchmark.py data`` for that). The head is a normalized FC over
 ``--num-classes`` centres with ArcFace loss, as in the reference trainer's measurement. The first ``--warmup`` steps (compilation) are reported apart.
 ``--breakdown`` also times the forward alone and forward+backward, to show where time goes.
+``--profile DIR`` profiles the step per op type instead of timing it (tools/benchmarks/op_profile.py).
 Each backbone runs in its own process so peak RSS is per backbone.
 
 ``--compare torch`` also builds the same step in PyTorch (tools/benchmarks/torch_reference.py: the
@@ -51,6 +52,8 @@ def parse_args(argv):
     p.add_argument('--breakdown', action='store_true', help='also time forward and forward+backward')
     p.add_argument('--json', action='store_true', help='print one JSON object per backbone instead of a table')
     p.add_argument('--compare', choices=['torch'], help='also time the same step in PyTorch, interleaved')
+    p.add_argument('--profile', metavar='DIR', help='instead of timing, profile --steps steps per op type '
+                   '(mindspore.Profiler output under DIR; with --compare torch also torch.profiler)')
     p.add_argument('--_child', action='store_true', help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -173,6 +176,40 @@ def run_compare(args, backbone):
     return result
 
 
+def run_profile(args, backbone):
+    """Per-op-type tables of facekit's step (and PyTorch's with --compare torch) after the warm-up."""
+    import op_profile
+    step, _, _, _, result = build_facekit_step(args, backbone)
+    for _ in range(args.warmup):
+        step()
+    out_dir = osp.join(osp.abspath(args.profile), backbone)
+    result['mindspore_ops'] = op_profile.profile_mindspore(step, args.steps, out_dir)
+    result['profile_dir'] = out_dir
+    if args.compare:
+        import numpy as np
+        torch = compare.import_torch()
+        import torch_reference
+        pt_train = torch_reference.make_train_step(compare.torch_name(backbone), args.num_classes)
+        rng = np.random.default_rng(0)
+        img = torch.from_numpy(rng.standard_normal((args.batch_size, 3, 112, 112)).astype(np.float32))
+        label = torch.from_numpy(rng.integers(0, args.num_classes, args.batch_size).astype(np.int64))
+        for _ in range(args.warmup):
+            pt_train(img, label)
+        result['torch_ops'] = op_profile.profile_torch(torch, lambda: pt_train(img, label), args.steps)
+    result.update(steps=args.steps, load_average=compare.load_average())
+    return result
+
+
+def print_profile(r):
+    import op_profile
+    print(f"\n{r['backbone']}, batch {r['batch_size']}, {r['steps']} profiled steps, load {r['load_average']}"
+          f" (MindSpore output: {r['profile_dir']})\n\nfacekit (mindspore.Profiler, op type):\n")
+    print(op_profile.per_step_table(r['mindspore_ops'], r['steps']))
+    if 'torch_ops' in r:
+        print('\nPyTorch (torch.profiler, self CPU time per op):\n')
+        print(op_profile.per_step_table(r['torch_ops'], r['steps']))
+
+
 def print_compare(rows):
     def mb(v):
         return '-' if v is None else f'{v:.0f}'
@@ -202,7 +239,7 @@ def main(argv=None):
             print(compare.NO_TORCH, file=sys.stderr)
             return 2
     if args._child:
-        run = run_compare if args.compare else run_one
+        run = run_profile if args.profile else run_compare if args.compare else run_one
         print('RESULT ' + json.dumps(run(args, args.backbone[0])), flush=True)
         return 0
     names = [None] if args.config else args.backbone
@@ -220,6 +257,8 @@ def main(argv=None):
             child.append('--breakdown')
         if args.compare:
             child += ['--compare', args.compare]
+        if args.profile:
+            child += ['--profile', osp.abspath(args.profile)]
         proc = subprocess.run(child, capture_output=True, text=True, env=dict(os.environ))
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith('RESULT ')]
         if proc.returncode != 0 or not lines:
@@ -229,13 +268,16 @@ def main(argv=None):
         rows.append(r)
         if args.json:
             print(json.dumps(r))
+        elif args.profile:
+            print_profile(r)
         elif args.compare:
             print(f"{r['backbone']}: facekit {r['facekit_samples_per_s']:.2f}, PyTorch {r['torch_samples_per_s']:.2f} "
                   f"samples/s ({compare.fmt_ratio(r['ratio'])}), load {r['load_average']}", flush=True)
-    if args.compare and not args.json:
+    quiet = args.json or args.profile   # already printed per backbone
+    if args.compare and not quiet:
         print()
         print_compare(rows)
-    elif not args.json:
+    elif not quiet:
         head = '| backbone | batch | mode | jit_level | samples/s | step (s) | first steps (s) | peak RSS (MB)'
         head += ' | forward (s) | fwd+bwd (s) |' if args.breakdown else ' |'
         print(head)
