@@ -9,11 +9,11 @@ and train alone on rank 0 of 1: N silent copies of the same run. ``init_dist`` r
 ``LaunchError`` (one ``error:`` line from the tools) before anything is built.
 """
 import os
-import os.path as osp
 import sys
 
 import numpy as np
 
+from ..utils.cli import shown_path
 from ..utils.dist import get_rank, get_world_size, is_main_process, set_dist_state
 
 __all__ = ['LaunchError', 'mpi_launch_info', 'check_launcher', 'launched_distributed', 'init_dist', 'get_rank',
@@ -73,9 +73,7 @@ def check_launcher(environ=None, config=None):
         return      # PMIx rank 0 of an unknown number: the copies with a rank above 0 refuse
     n = copies if copies is not None else 'N'
     what = f'{copies} copies' if copies is not None else f'several copies (this is rank {rank})'
-    cfg = str(config) if config else 'CONFIG'
-    if osp.isabs(cfg) and not osp.relpath(cfg).startswith('..'):
-        cfg = osp.relpath(cfg)      # as the user would type it from here
+    cfg = shown_path(config) if config else 'CONFIG'
     raise LaunchError(f'this process is one of {what} started by {launcher} without msrun (MS_ROLE is not set): '
                       f'each copy would train alone as rank 0 of 1. facekit trains data-parallel through '
                       f'msrun: run `bash tools/dist_train.sh {cfg} {n}` on one machine, or msrun on every node '

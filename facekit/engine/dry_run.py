@@ -30,6 +30,7 @@ import time
 import numpy as np
 
 from ..config import to_plain
+from ..utils.cli import shown_path
 from . import dist
 
 __all__ = ['dry_run', 'dataset_image_count', 'head_memory', 'steps_per_epoch', 'RandomBatches']
@@ -80,7 +81,7 @@ def dataset_image_count(cfg):
     try:
         count = len(build_dataset(dataset))
     except FileNotFoundError as e:
-        missing = ' '.join(str(e).split())
+        missing = ' '.join(str(e).split()).split('FileNotFoundError: ')[-1]     # the registry wraps the cause
         if declared is None:
             return None, (f'unknown: the data set is not here ({missing}) and the config sets no '
                           f'train_dataloader.num_images')
@@ -154,7 +155,7 @@ def dry_run(runner, iters=2):
     runtime = cfg.get('runtime') or {}
     loader_cfg = to_plain(cfg.train_dataloader)
     batch_size = int(loader_cfg['batch_size'])
-    name = cfg.filename or 'config'
+    name = shown_path(cfg.filename) if cfg.filename else 'config'
     runner.log(f'dry run of {name}: {iters} steps on random inputs, no data read')
     if runner.resume_from or runner.load_from:
         runner.log('  resume / load_from are ignored by the dry run')

@@ -17,7 +17,7 @@ have raised), so this foundation module imports nothing else of facekit.
 import argparse
 import sys
 
-__all__ = ['ArgumentParser', 'run_tool', 'error_line', 'fail', 'USER_ERRORS']
+__all__ = ['ArgumentParser', 'run_tool', 'error_line', 'fail', 'shown_path', 'USER_ERRORS']
 
 # (module, class name, exit status): the library's exceptions that describe the user's input.
 USER_ERRORS = (
@@ -79,6 +79,17 @@ def error_line(exc):
     config_error = getattr(sys.modules.get('facekit.config'), 'ConfigError', None)
     prefix = 'config error' if config_error is not None and isinstance(exc, config_error) else 'error'
     return f'{prefix}: {_one_line(_message(exc))}'
+
+
+def shown_path(path):
+    """``path`` as a user would type it here: relative to the current folder when inside it, else unchanged."""
+    import os.path as osp
+    path = str(path)
+    if osp.isabs(path):
+        rel = osp.relpath(path)
+        if not rel.startswith('..'):
+            return rel
+    return path
 
 
 def fail(message, code=1):
