@@ -7,8 +7,7 @@ import mindspore as ms
 import facekit  # noqa: F401
 from facekit.config import Config
 from facekit.engine import Runner
-from facekit.engine.amp import (AUTO_MIXED_LOSS_SCALE, LossScaleConfig, apply_amp, parse_loss_scale,
-                                resolve_precision)
+from facekit.engine.amp import AUTO_MIXED_LOSS_SCALE, apply_amp, parse_loss_scale, resolve_precision
 from facekit.engine.config_check import ConfigCheckError
 from facekit.engine.optim import build_optimizer
 from facekit.engine.train_step import TrainStep
