@@ -158,8 +158,15 @@ class Runner:
             ms.set_context(jit_config={'jit_level': str(runtime.jit_level)})
         dist.init_dist(runtime.get('comm_backend'), config=cfg.filename)
         cfg.merge_from_dict({'runtime.device_target_resolved': target})
-        if cfg.get('train_dataloader') is not None:     # testing a checkpoint needs no training precision
-            cfg.merge_from_dict({'runtime.precision_resolved': dict(resolved_precision(cfg, target), _delete_=True)})
+        if cfg.get('train_dataloader') is not None:
+            try:
+                precision = resolved_precision(cfg, target)
+            except ConfigCheckError:
+                # e.g. a pinned fp16 level on CPU: refused when training starts (_build_model, before any
+                # model is built), while tools/test.py may still evaluate a checkpoint with this config
+                precision = None
+            if precision is not None:
+                cfg.merge_from_dict({'runtime.precision_resolved': dict(precision, _delete_=True)})
         return cls(cfg=cfg, work_dir=cfg.work_dir, seed=runtime.get('seed'), resume=resume or None,
                    load_from=load_from or None)
 

@@ -85,10 +85,15 @@ def test_from_cfg_records_the_resolved_precision(tmp_path):
     runner.close()
 
 
-def test_from_cfg_refuses_fp16_on_cpu_before_building(tmp_path):
+def test_fp16_on_cpu_is_refused_before_building(tmp_path):
     cfg = Config(dict(_tiny_cfg(amp_level='O2').to_dict(), work_dir=str(tmp_path)))
-    with pytest.raises(ConfigCheckError, match='allow_cpu_fp16'):
-        Runner.from_cfg(cfg)
+    runner = Runner.from_cfg(cfg)         # a checkpoint may still be tested with this config on CPU
+    assert 'precision_resolved' not in runner.cfg.runtime
+    for start in (runner.train, runner.dry_run):
+        with pytest.raises(ConfigCheckError, match='allow_cpu_fp16'):
+            start()
+        assert runner.model is None       # refused before anything was built
+    runner.close()
 
 
 def _recognizer():
