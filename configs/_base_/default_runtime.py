@@ -7,8 +7,9 @@ runtime = dict(
     checkpoint_interval=1,  # epochs between checkpoints
     max_keep_ckpts=3,
     eval_interval=1,        # epochs between verification evaluations (0: only after training)
-    amp_level='O0',         # O0 fp32 | O1 | O2 | O3 (fp16 levels for GPU/Ascend; CPU fp16 is ~1.6x slower)
-    loss_scale=None,        # None | 'dynamic' | a fixed number | dict(mode='dynamic', init_scale=65536, window=2000)
+    amp_level='auto',       # auto: GPU/Ascend O2 (fp16 backbone, fp32 norms/head/loss), CPU O0 (fp32) | O0, O2, O3 pinned
+    loss_scale=None,        # None: the level's default (auto on GPU/Ascend: dynamic from 65536, x2 per 100 clean
+                            # steps) | 'none' | 'dynamic' | a fixed number | dict(mode='dynamic', init_scale=..., window=...)
     clip_grad_norm=5.0,     # max global L2 norm of the clipped gradients (None: off); the reference clips at 5
     clip_prefixes=['backbone.'],  # whose gradients are clipped (the reference: backbone only)
     nan_patience=20,        # stop after this many consecutive unhealthy steps (NaN/Inf loss or gradients)

@@ -60,7 +60,7 @@ def check_evaluators(cfg, key):
 def check_config(cfg):
     """Validate what training needs. Raises ConfigCheckError."""
     from ..registry import DATASETS, HOOKS, LR_SCHEDULES, OPTIMIZERS, TRANSFORMS
-    from .amp import AMP_LEVELS, parse_loss_scale
+    from .amp import check_amp_level, parse_loss_scale
     from .optim import split_accumulative_counts
     check_model(cfg)
     check_keys(cfg)
@@ -98,9 +98,10 @@ def check_config(cfg):
         parse_loss_scale(to_plain((cfg.get('runtime') or {}).get('loss_scale')))
     except ValueError as e:
         raise ConfigCheckError(f'runtime.loss_scale: {e}') from None
-    level = str((cfg.get('runtime') or {}).get('amp_level', 'O0')).upper()
-    if level not in AMP_LEVELS:
-        raise ConfigCheckError(f"runtime.amp_level must be one of {AMP_LEVELS}, got {level!r}")
+    try:
+        check_amp_level((cfg.get('runtime') or {}).get('amp_level', 'auto'))
+    except ValueError as e:
+        raise ConfigCheckError(str(e)) from None
 
 
 def check_runtime(cfg):
@@ -125,13 +126,15 @@ SECTION_KEYS = {
     'runtime': dict(device_target=None, mode=None, seed=(int, None), log_interval=int, checkpoint_interval=int,
                     max_keep_ckpts=int, eval_interval=(_NUM, None), amp_level=None, loss_scale=None,
                     clip_grad_norm=(_NUM, None), clip_prefixes=(list, tuple), nan_patience=int,
-                    jit_level=None, comm_backend=None, allow_cpu_fp16=bool, device_target_resolved=None),
+                    jit_level=None, comm_backend=None, allow_cpu_fp16=bool, device_target_resolved=None,
+                    precision_resolved=None),
     'train_cfg': dict(max_epochs=None, max_iters=(int, None), final_eval=bool, raw_pixel_floor=bool),
     'test_cfg': dict(targets=(list, tuple, None), data_root=(str, None), batch_size=(int, None),
                      flip=(bool, None), nfolds=(int, None), out=(str, None), roc=bool,
                      backend=(str, None)),
     'train_dataloader': dict(dataset=None, batch_size=None, num_workers=int, shuffle=bool, drop_remainder=bool,
-                             seed=(int, None), python_multiprocessing=bool, native_transforms=bool),
+                             seed=(int, None), python_multiprocessing=bool, native_transforms=bool,
+                             num_images=(int, None)),
 }
 # Keys a builder consumes before calling the registered constructor.
 _BUILDER_KEYS = {'lr_schedule': ('warmup_epochs', 'milestones_epochs'), 'dataset': ('pipeline',),

@@ -22,14 +22,14 @@ from ..config import Config, to_plain
 from ..utils.runtime import setup_runtime
 from . import checkpoint as ckpt_io
 from . import dist
-from .amp import apply_amp, parse_loss_scale
+from .amp import DEFAULT_AMP_LEVEL, apply_amp, parse_loss_scale, resolve_precision
 from .config_check import ConfigCheckError, check_config, check_evaluators, check_keys, check_model, check_runtime
 from .hooks import append_metrics_line, build_hooks
 from .logger import RunLogger
 from .lr_schedules import build_lr_schedule
 from .optim import build_optimizer, check_accumulative_counts, split_accumulative_counts
 
-__all__ = ['Runner', 'NonFiniteLossError', 'default_hooks', 'build_train_dataloader']
+__all__ = ['Runner', 'NonFiniteLossError', 'default_hooks', 'build_train_dataloader', 'resolved_precision']
 
 
 class NonFiniteLossError(RuntimeError):
@@ -132,6 +132,7 @@ class Runner:
         import facekit  # noqa: F401  (every registry filled)
         if not isinstance(cfg, Config):
             cfg = Config(to_plain(cfg))
+        dist.check_launcher(config=cfg.filename)     # N mpirun copies stop here, before any work
         if cfg.get('runtime') is None:
             cfg.runtime = {}
         check_runtime(cfg)
@@ -160,21 +161,39 @@ class Runner:
         if runtime.get('jit_level'):
             import mindspore as ms
             ms.set_context(jit_config={'jit_level': str(runtime.jit_level)})
-        dist.init_dist(runtime.get('comm_backend'))
+        dist.init_dist(runtime.get('comm_backend'), config=cfg.filename)
         cfg.merge_from_dict({'runtime.device_target_resolved': target})
+        if cfg.get('train_dataloader') is not None:
+            try:
+                precision = resolved_precision(cfg, target)
+            except ConfigCheckError:
+                # e.g. a pinned fp16 level on CPU: refused when training starts (_build_model, before any
+                # model is built), while tools/test.py may still evaluate a checkpoint with this config
+                precision = None
+            if precision is not None:
+                cfg.merge_from_dict({'runtime.precision_resolved': dict(precision, _delete_=True)})
         return cls(cfg=cfg, work_dir=cfg.work_dir, seed=runtime.get('seed'), resume=resume or None,
                    load_from=load_from or None)
 
+    def _build_model(self):
+        """``(model, precision)``: the config's model at the run's precision (``resolved_precision``'s dict, logged)."""
+        from ..registry import MODELS
+        from ..utils.runtime import resolve_device_target
+        runtime = self.cfg.get('runtime') or {}
+        target = runtime.get('device_target_resolved') or resolve_device_target(runtime.get('device_target'))
+        precision = to_plain(runtime.get('precision_resolved')) or resolved_precision(self.cfg, target)
+        model = MODELS.build(to_plain(self.cfg.model))
+        model = apply_amp(model, precision['amp_level'], target, runtime.get('allow_cpu_fp16', False))
+        self.log(f"precision: {precision['description']}")
+        return model, precision
+
     def _build_from_cfg(self):
         """Build model, data loader, optimizer, schedule, hooks and evaluators from ``self.cfg``."""
-        from ..registry import EVALUATORS, MODELS
+        from ..registry import EVALUATORS
         cfg = self.cfg
         check_config(cfg)
         runtime = cfg.get('runtime') or {}
-        model = MODELS.build(to_plain(cfg.model))
-        model = apply_amp(model, runtime.get('amp_level', 'O0'),
-                          runtime.get('device_target_resolved', runtime.get('device_target', 'CPU')),
-                          runtime.get('allow_cpu_fp16', False))
+        model, precision = self._build_model()
         loader = build_train_dataloader(cfg)
         train_cfg = cfg.get('train_cfg') or {}
         max_epochs = train_cfg.get('max_epochs')
@@ -195,7 +214,7 @@ class Runner:
         if dist.is_main_process():
             evaluators = [EVALUATORS.build(ev) for ev in to_plain(cfg.get('val_evaluators')) or []]
         self._setup_training(model, loader, optimizer, lr_schedule, max_epochs, default_hooks(cfg), evaluators,
-                             runtime.get('mode', 'graph'), to_plain(runtime.get('loss_scale')),
+                             runtime.get('mode', 'graph'), precision['loss_scale'],
                              runtime.get('clip_grad_norm'), tuple(runtime.get('clip_prefixes', ('backbone.',))),
                              runtime.get('nan_patience', 5), cfg.train_dataloader.get('batch_size'), max_iters,
                              accum)
@@ -238,6 +257,15 @@ class Runner:
                                     accumulative_counts=k)
         self.hooks = build_hooks(hooks)
         self.model_param_names = {p.name for p in model.get_parameters()}
+
+    def dry_run(self, iters=2):
+        """Build model, head, optimizer and the compiled step, run ``iters`` steps on random inputs, report.
+
+        No training data is read (``engine.dry_run``). Returns the reported numbers as a dict; raises
+        ``NonFiniteLossError`` when a step's loss or gradients are not finite.
+        """
+        from .dry_run import dry_run
+        return dry_run(self, iters)
 
     # --- logging ----------------------------------------------------------------------------
     def log(self, msg):
@@ -511,8 +539,27 @@ def default_hooks(cfg):
 
 
 def build_train_dataloader(cfg):
-    """Build ``cfg.train_dataloader`` through facekit.datasets, sharded by rank (a FaceDataLoader)."""
+    """Build ``cfg.train_dataloader`` through facekit.datasets, sharded by rank (a FaceDataLoader).
+
+    ``num_images`` (the data set's documented size, read by the dry run) is not the loader's.
+    """
     from ..datasets import build_dataloader
     seed = (cfg.get('runtime') or {}).get('seed')
-    return build_dataloader(to_plain(cfg.train_dataloader), rank=dist.get_rank(), world_size=dist.get_world_size(),
-                            seed=seed)
+    loader_cfg = to_plain(cfg.train_dataloader)
+    loader_cfg.pop('num_images', None)
+    return build_dataloader(loader_cfg, rank=dist.get_rank(), world_size=dist.get_world_size(), seed=seed)
+
+
+def resolved_precision(cfg, device_target):
+    """``dict(amp_level, loss_scale, description)`` of ``cfg.runtime``'s precision on ``device_target``.
+
+    See ``amp.resolve_precision``; a refused combination raises ``ConfigCheckError``.
+    """
+    runtime = cfg.get('runtime') or {}
+    try:
+        level, loss_scale, text = resolve_precision(runtime.get('amp_level', DEFAULT_AMP_LEVEL),
+                                                    to_plain(runtime.get('loss_scale')), device_target,
+                                                    runtime.get('allow_cpu_fp16', False))
+    except ValueError as e:
+        raise ConfigCheckError(str(e)) from None
+    return dict(amp_level=level, loss_scale=loss_scale, description=text)

@@ -7,7 +7,8 @@
 
 ``run_tool(main, argv)`` calls ``main(argv)`` and turns the library's user-error exceptions into
 one line on stderr: ``config error: <message>`` (exit 2) for a config problem, ``error: <message>``
-(exit 1) for a bad file or input, a divergent run, a wrong checkpoint. Anything else is a bug and
+(exit 1) for a bad file or input, a divergent run, a wrong checkpoint, and (exit 2) for a wrong launch
+(several mpirun copies without msrun). Anything else is a bug and
 keeps its traceback. ``--debug`` anywhere on the command line re-raises, traceback included.
 
 The exception types are looked up by name in ``sys.modules`` only (a module not imported cannot
@@ -16,7 +17,7 @@ have raised), so this foundation module imports nothing else of facekit.
 import argparse
 import sys
 
-__all__ = ['ArgumentParser', 'run_tool', 'error_line', 'fail', 'USER_ERRORS']
+__all__ = ['ArgumentParser', 'run_tool', 'error_line', 'fail', 'shown_path', 'USER_ERRORS']
 
 # (module, class name, exit status): the library's exceptions that describe the user's input.
 USER_ERRORS = (
@@ -26,6 +27,7 @@ USER_ERRORS = (
     ('facekit.datasets.recordio', 'RecordIOError', 1),
     ('facekit.apis.onnx_import', 'ConversionError', 1),
     ('facekit.engine.runner', 'NonFiniteLossError', 1),
+    ('facekit.engine.dist', 'LaunchError', 2),
 )
 # Built-in types that facekit raises for bad input files and values (a missing file, an unreadable
 # image, a truncated .bin, a custom_imports module that does not import, a registry name that
@@ -77,6 +79,17 @@ def error_line(exc):
     config_error = getattr(sys.modules.get('facekit.config'), 'ConfigError', None)
     prefix = 'config error' if config_error is not None and isinstance(exc, config_error) else 'error'
     return f'{prefix}: {_one_line(_message(exc))}'
+
+
+def shown_path(path):
+    """``path`` as a user would type it here: relative to the current folder when inside it, else unchanged."""
+    import os.path as osp
+    path = str(path)
+    if osp.isabs(path):
+        rel = osp.relpath(path)
+        if not rel.startswith('..'):
+            return rel
+    return path
 
 
 def fail(message, code=1):

@@ -36,6 +36,12 @@ def test_demo_config_reduced_trains_evaluates_and_reports_the_floor(tmp_path):
     assert res['num_pairs'] == 60
     assert open(tmp_path / 'last_checkpoint').read() == 'iter_16.ckpt'
     assert osp.isfile(tmp_path / 'vit_synthetic_cpu.py')        # the merged config is dumped
+    # 'auto' precision resolved to fp32 on CPU: one log line, and recorded in the dumped config
+    assert 'precision: fp32, no loss scale' in open(tmp_path / 'train.log').read()
+    from facekit.config import Config
+    dumped = Config.fromfile(str(tmp_path / 'vit_synthetic_cpu.py')).runtime
+    assert dumped.amp_level == 'auto' and dumped.precision_resolved.amp_level == 'O0'
+    assert dumped.precision_resolved.loss_scale is None
 
 
 @pytest.mark.parametrize('opts, message', [
