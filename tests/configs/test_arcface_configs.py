@@ -156,6 +156,7 @@ def test_recipe_config_matches_arcface_torch(name):
     cfg = Config.fromfile(osp.join(ROOT, 'configs', 'arcface', name + '.py'))
     check_config(cfg)
     num_classes, num_images = DATASET_SIZES[r.dataset]
+    assert cfg.train_dataloader.num_images == num_images   # the dry run's steps per epoch without the data
     backbone, head, loss = cfg.model.backbone, cfg.model.head, cfg.model.loss
     assert backbone.type == BACKBONES[r.family] and backbone.embedding_size == 512
     assert (head.type, head.num_classes, head.sample_rate, head.embedding_size) == \

@@ -3,6 +3,7 @@
 # train.rec/train.idx/property plus the verification .bin files (docs/dataset.md).
 # Experiments set model.head.num_classes=93431.
 _base_ = './insightface_rec.py'
-train_dataloader = dict(dataset=dict(data_root='data/ms1mv3'))
+# num_images: the image count of that package (the dry run's steps per epoch when the data is absent).
+train_dataloader = dict(num_images=5_179_510, dataset=dict(data_root='data/ms1mv3'))
 val_evaluators = [dict(type='VerificationEvaluator', bin_path=f'data/ms1mv3/{target}.bin', name=target)
                   for target in ('lfw', 'cfp_fp', 'agedb_30', 'calfw', 'cplfw')]

@@ -3,6 +3,7 @@
 # train.rec/train.idx, with the verification .bin files copied beside them (docs/dataset.md).
 # Experiments set model.head.num_classes=205990.
 _base_ = './insightface_rec.py'
-train_dataloader = dict(dataset=dict(data_root='data/webface4m'))
+# num_images: the image count of that package (the dry run's steps per epoch when the data is absent).
+train_dataloader = dict(num_images=4_235_242, dataset=dict(data_root='data/webface4m'))
 val_evaluators = [dict(type='VerificationEvaluator', bin_path=f'data/webface4m/{target}.bin', name=target)
                   for target in ('lfw', 'cfp_fp', 'agedb_30', 'calfw', 'cplfw')]
