@@ -16,9 +16,15 @@ from mindspore.amp import all_finite
 
 __all__ = ['TrainStep']
 
+_sq = ops.MultitypeFuncGraph('sq')
 _sq_masked = ops.MultitypeFuncGraph('sq_masked')
 _clip_masked = ops.MultitypeFuncGraph('clip_masked')
 _scale_grad = ops.MultitypeFuncGraph('scale_grad')
+
+
+@_sq.register('Tensor')
+def _sq_fn(grad):
+    return ops.reduce_sum(ops.square(grad.astype(ms.float32)))
 
 
 @_sq_masked.register('Tensor', 'Tensor')
@@ -78,7 +84,9 @@ class TrainStep(nn.Cell):
     healthy (bool scalar: loss, gradients and forward-updated state all finite; when False the
     update was skipped, the forward-updated state restored and a dynamic scale divided by its
     factor). The current scale is ``self.loss_scale``. ``self.state_names`` lists the restored
-    parameters (the model's non-trainable ones).
+    parameters (the model's non-trainable ones). ``self.grad_norm`` holds the step's global L2 norm of
+    all gradients (every optimized parameter, after the all-reduce and unscaling, before clipping;
+    inf/NaN on an unhealthy step): one square-sum per gradient, read by the runner for its record.
     """
 
     def __init__(self, model, optimizer, loss_scale, clip_grad_norm=None, clip_prefixes=('backbone.',),
@@ -99,6 +107,7 @@ class TrainStep(nn.Cell):
                                        requires_grad=False)
         self.clean_steps = ms.Parameter(ms.Tensor(np.int32(0)), name='loss_scale_clean_steps',
                                         requires_grad=False)
+        self.grad_norm = ms.Parameter(ms.Tensor(np.float32(0)), name='train_step.grad_norm', requires_grad=False)
         self.use_clip = clip_grad_norm is not None and clip_grad_norm > 0
         self.clip_value = ms.Tensor(np.float32(clip_grad_norm if self.use_clip else 1.0))
         prefixes = tuple(clip_prefixes or ())
@@ -137,6 +146,7 @@ class TrainStep(nn.Cell):
         if self.use_reducer:
             grads = self.grad_reducer(grads)
         grads = self.hyper_map(ops.partial(_scale_grad, 1.0 / scale), grads)
+        loss = ops.depend(loss, ops.assign(self.grad_norm, ops.sqrt(ops.addn(self.hyper_map(_sq, grads)))))
         finite = ops.logical_and(all_finite(grads), ops.isfinite(loss).all())
         if self.guard_state:
             finite = ops.logical_and(finite, all_finite(self.state_params))

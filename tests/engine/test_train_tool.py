@@ -36,6 +36,9 @@ def test_demo_config_reduced_trains_evaluates_and_reports_the_floor(tmp_path):
     assert res['num_pairs'] == 60
     assert open(tmp_path / 'last_checkpoint').read() == 'iter_16.ckpt'
     assert osp.isfile(tmp_path / 'vit_synthetic_cpu.py')        # the merged config is dumped
+    # the main job's record: curves.png and TensorBoard event files (the config enables that backend)
+    assert osp.getsize(tmp_path / 'curves.png') > 5000
+    assert any(n.startswith('events.out.tfevents') for n in os.listdir(tmp_path / 'tensorboard'))
 
 
 @pytest.mark.parametrize('opts, message', [
