@@ -183,8 +183,8 @@ class VerificationEvaluator(BaseEvaluator):
         kind = 'flip-summed, L2-normalized' if result['flip'] else 'L2-normalized'
         return dict(genuine=dist[same], impostor=dist[~same], threshold=float(result['best_threshold']),
                     threshold_range=(float(min(folds)), float(max(folds))),
-                    xlabel=f'squared L2 distance of {kind} embeddings (0 = same direction, 4 = opposite)',
-                    rule=f"'same' if distance < threshold; mean of {len(folds)} fold thresholds")
+                    xlabel=f'squared L2 distance of the pair\'s {kind} embeddings\n(0 = same direction, 4 = opposite)',
+                    rule=f"mean of {len(folds)} fold thresholds; 'same' below")
 
     def embedding_norms(self, result):
         """Norms of the raw embeddings of every image (and mirror): their mean is ``xnorm``."""

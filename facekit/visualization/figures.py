@@ -69,11 +69,14 @@ def plot_score_histogram(genuine, impostor, threshold, path, title='', xlabel='s
     ax.set_ylabel('pairs per bin')
     ax.set_title(title)
     ax.grid(True, ls=':', lw=0.5)
+    # headroom above the tallest bar, so the legend covers no bar
+    ax.set_ylim(0, 1.75 * max(1, int(counts['genuine'].max()), int(counts['impostor'].max())))
     ax.legend(loc='upper center', fontsize=8)
     return save_figure(fig, path)
 
 
-def plot_norm_histograms(norms, path, title='embedding norms (XNorm = mean)', bins=60):
+def plot_norm_histograms(norms, path, title='raw embedding norms of every image and its mirror (XNorm = mean)',
+                         bins=60):
     """Distribution of raw embedding L2 norms per target, each mean (XNorm) marked; returns ``path``.
 
     Args:
@@ -91,7 +94,7 @@ def plot_norm_histograms(norms, path, title='embedding norms (XNorm = mean)', bi
         ax.axvline(mean, color=color, ls='--', lw=1.0)
     ax.set_xlabel('L2 norm of the raw embedding (before normalization)')
     ax.set_ylabel('embeddings per bin')
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
     ax.grid(True, ls=':', lw=0.5)
     ax.legend(loc='upper right', fontsize=8)
     return save_figure(fig, path)
