@@ -17,7 +17,7 @@ from mindspore.amp import all_finite
 __all__ = ['TrainStep']
 
 _sq = ops.MultitypeFuncGraph('sq')
-_sq_masked = ops.MultitypeFuncGraph('sq_masked')
+_masked = ops.MultitypeFuncGraph('masked')
 _clip_masked = ops.MultitypeFuncGraph('clip_masked')
 _scale_grad = ops.MultitypeFuncGraph('scale_grad')
 
@@ -27,9 +27,9 @@ def _sq_fn(grad):
     return ops.reduce_sum(ops.square(grad.astype(ms.float32)))
 
 
-@_sq_masked.register('Tensor', 'Tensor')
-def _sq_masked_fn(grad, mask):
-    return ops.reduce_sum(ops.square(grad.astype(ms.float32))) * mask
+@_masked.register('Tensor', 'Tensor')
+def _masked_fn(value, mask):
+    return value * mask
 
 
 @_clip_masked.register('Tensor', 'Tensor', 'Tensor')
@@ -76,6 +76,7 @@ class TrainStep(nn.Cell):
         clip_prefixes: parameter-name prefixes whose gradients are clipped together
             (default ``('backbone.',)``, as the reference clips only the backbone).
         grad_reducer: cell averaging gradients across ranks (data parallel), or None.
+        track_grad_norm: compute ``self.grad_norm`` (see below); False leaves it 0.
 
     ``construct(img, label, lr)`` (``lr`` a float32 scalar Tensor: the schedule's base lr for this
     step, written into every parameter group's lr times its multiplier inside the graph; a
@@ -90,7 +91,7 @@ class TrainStep(nn.Cell):
     """
 
     def __init__(self, model, optimizer, loss_scale, clip_grad_norm=None, clip_prefixes=('backbone.',),
-                 grad_reducer=None):
+                 grad_reducer=None, track_grad_norm=True):
         super().__init__(auto_prefix=False)
         self.model = model
         self.optimizer = optimizer
@@ -108,6 +109,7 @@ class TrainStep(nn.Cell):
         self.clean_steps = ms.Parameter(ms.Tensor(np.int32(0)), name='loss_scale_clean_steps',
                                         requires_grad=False)
         self.grad_norm = ms.Parameter(ms.Tensor(np.float32(0)), name='train_step.grad_norm', requires_grad=False)
+        self.track_grad_norm = bool(track_grad_norm)
         self.use_clip = clip_grad_norm is not None and clip_grad_norm > 0
         self.clip_value = ms.Tensor(np.float32(clip_grad_norm if self.use_clip else 1.0))
         prefixes = tuple(clip_prefixes or ())
@@ -146,7 +148,8 @@ class TrainStep(nn.Cell):
         if self.use_reducer:
             grads = self.grad_reducer(grads)
         grads = self.hyper_map(ops.partial(_scale_grad, 1.0 / scale), grads)
-        loss = ops.depend(loss, ops.assign(self.grad_norm, ops.sqrt(ops.addn(self.hyper_map(_sq, grads)))))
+        # squared norm of each gradient, once: the global norm for the record and the clipped norm share it
+        sq = self.hyper_map(_sq, grads) if self.track_grad_norm or self.use_clip else ()
         finite = ops.logical_and(all_finite(grads), ops.isfinite(loss).all())
         if self.guard_state:
             finite = ops.logical_and(finite, all_finite(self.state_params))
@@ -157,12 +160,13 @@ class TrainStep(nn.Cell):
             loss = ops.depend(loss, self.hyper_map(ops.partial(_restore, finite), self.state_params,
                                                    self.state_backup))
         if self.use_clip:
-            sq = self.hyper_map(_sq_masked, grads, self.clip_masks)
-            norm = ops.sqrt(ops.addn(sq))
+            norm = ops.sqrt(ops.addn(self.hyper_map(_masked, sq, self.clip_masks)))
             factor = self.clip_value / ops.maximum(norm, self.clip_value)
             grads = self.hyper_map(ops.partial(_clip_masked, factor), grads, self.clip_masks)
         if finite:
             loss = ops.depend(loss, self.optimizer(grads))
+        if self.track_grad_norm:
+            loss = ops.depend(loss, ops.assign(self.grad_norm, ops.sqrt(ops.addn(sq))))
         if self.dynamic:
             grown = self.clean_steps + 1
             grow = grown >= self.window
