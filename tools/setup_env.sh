@@ -13,7 +13,7 @@ STAMP="$ROOT/.venv/.facekit-installed"
 if [ ! -f "$STAMP" ] || [ "$ROOT/setup.cfg" -nt "$STAMP" ]; then
     echo "[facekit] installing facekit and its dependencies into .venv (first run takes ~1-2 min)"
     "$ROOT/.venv/bin/python" -m pip install -q --upgrade pip
-    "$ROOT/.venv/bin/python" -m pip install -q -e "$ROOT[dev,onnx]"
+    "$ROOT/.venv/bin/python" -m pip install -q -e "$ROOT[dev,onnx,tensorboard]"
     touch "$STAMP"
 fi
 export PATH="$ROOT/.venv/bin:$PATH"

@@ -3,7 +3,7 @@
     python tools/test.py CONFIG CHECKPOINT [--target lfw,cfp_fp,agedb_30,calfw,cplfw]
         [--data-root DIR] [--batch-size N] [--device-target auto] [--out results.json]
         [--work-dir DIR] [--nfolds 10] [--no-flip] [--roc] [--backend mindspore|onnxruntime]
-        [--cfg-options k=v ...]
+        [--report DIR | --no-report] [--cfg-options k=v ...]
 
 Without --target the config's ``test_evaluators`` (else ``val_evaluators``) are run. With
 --target, ``<data root>/<name>.bin`` is evaluated for each name; the data roots searched are
@@ -17,7 +17,10 @@ backbone by default. ``--backend onnxruntime`` embeds with onnxruntime on CPU in
 is served as it is, another checkpoint is exported once (cached) and checked against MindSpore.
 
 Results: each evaluator's table on stdout, all numbers as JSON (--out, default
-``<work dir>/eval_<checkpoint name>.json``), ROC PNGs in the work dir with --roc.
+``<work dir>/eval_<checkpoint name>.json``), ROC PNGs in the work dir with --roc, and a report folder
+(--report, default ``<work dir>/report_<checkpoint name>``): the tables as text, Markdown and JSON,
+the ROC of all targets, each target's genuine/impostor score histogram with its threshold, and the
+embedding-norm (XNorm) distribution.
 Under msrun (tools/dist_test.sh) each rank embeds a share of the batches; rank 0 reports.
 """
 import sys
@@ -47,6 +50,11 @@ def parse_args(argv=None):
                         help='embed with MindSpore (default) or onnxruntime on CPU (an .onnx served as it is, '
                              'another checkpoint exported once to a cached .onnx)')
     parser.add_argument('--roc', action='store_true', help='write an ROC curve PNG per target to the work dir')
+    report = parser.add_mutually_exclusive_group()
+    report.add_argument('--report', default=None, metavar='DIR',
+                        help='report folder: tables (txt, md, json), ROC, score histograms, XNorm '
+                             '(default <work dir>/report_<checkpoint name>)')
+    report.add_argument('--no-report', action='store_true', help='write no report folder')
     add_cfg_options_argument(parser)
     return parser.parse_args(argv)
 
@@ -56,7 +64,7 @@ def main(argv=None):
     targets = [t.strip() for t in args.target.split(',') if t.strip()] if args.target else None
     test_cfg = dict(targets=targets, data_root=args.data_root, batch_size=args.batch_size,
                     flip=False if args.no_flip else None, nfolds=args.nfolds, out=args.out, roc=args.roc,
-                    backend=args.backend)
+                    backend=args.backend, report=False if args.no_report else args.report)
     overrides = {'work_dir': args.work_dir, 'load_from': args.checkpoint, 'runtime.mode': args.mode,
                  'runtime.device_target': args.device_target}
     from facekit.engine import Runner

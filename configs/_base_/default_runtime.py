@@ -15,6 +15,11 @@ runtime = dict(
     nan_patience=20,        # stop after this many consecutive unhealthy steps (NaN/Inf loss or gradients)
     jit_level=None,         # MindSpore graph compiler level (O0/O1/O2); None keeps MindSpore's default
 )
+# The run's record (facekit.engine.visualizer): 'local' = work_dir/metrics.jsonl (each iteration's loss, lr,
+# loss scale, gradient norm, samples/s, data and step time, skipped steps; each evaluation) and, with
+# plot=True, work_dir/curves.png at the end; 'tensorboard' adds event files in work_dir/tensorboard
+# (pip install 'facekit[tensorboard]'). interval: iterations per training record.
+visualizer = dict(backends=['local'], interval=1, plot=True)
 work_dir = None             # default: work_dirs/<config file name>
 # With no `hooks` key, the Runner uses LoggerHook(log_interval), CheckpointHook(checkpoint_interval,
 # max_keep_ckpts) and EvalHook(eval_interval) from `runtime`, plus any `custom_hooks`.

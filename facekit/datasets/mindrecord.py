@@ -68,14 +68,14 @@ def write_mindrecord(path, samples, image_size=(112, 112), rows_per_write=1000):
 
 def rec_to_mindrecord(rec_dir, path, rec_name='train', progress=False):
     """Copy a RecordIO set (InsightFace or im2rec) to MindRecord, image bytes unchanged."""
-    from tqdm import tqdm
+    from ..utils.progress import progress_bar
     from .mx_face import MXFaceDataset
 
     ds = MXFaceDataset(rec_dir, rec_name=rec_name)
     size = tuple(ds.property[1:]) if ds.property else (112, 112)
 
     def samples():
-        for i in tqdm(range(len(ds)), desc='rec2mindrecord', unit='img', disable=not progress):
+        for i in progress_bar(range(len(ds)), desc='rec2mindrecord', unit='img', enabled=progress):
             buf, label = ds.get_encoded(i)
             yield label, buf
     return write_mindrecord(path, samples(), image_size=size)

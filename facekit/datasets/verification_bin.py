@@ -21,6 +21,7 @@ import numpy as np
 
 from .base import check_raw_image
 from .builder import as_face_dataset
+from ..utils.progress import progress_bar
 from .preprocess import decode_image
 
 __all__ = ['UnsafeFileError', 'load_bin', 'save_bin', 'make_verification_bin', 'decode_pairs']
@@ -291,7 +292,7 @@ def make_verification_bin(dataset, num_pairs, seed, path=None, img_format='.jpg'
     order = rng.permutation(len(pairs))
     params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)] if img_format in ('.jpg', '.jpeg') else []
     images, issame = [], []
-    for k in order:
+    for k in progress_bar(order, desc='encoding pairs', unit='pair', leave=False):
         a, b, same = pairs[k]
         for idx in (a, b):
             img = check_raw_image(dataset.get_image(idx), f'{type(dataset).__name__}.get_image({idx})')
@@ -313,4 +314,5 @@ def decode_pairs(images, image_size=None, source='pairs'):
     ``source`` names the file in errors.
     """
     return np.stack([decode_image(b, source=source, index=i, image_size=image_size)
-                     for i, b in enumerate(images)])
+                     for i, b in progress_bar(enumerate(images), total=len(images), desc=f'decoding {source}',
+                                              unit='img', leave=False)])

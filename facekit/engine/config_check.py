@@ -94,6 +94,7 @@ def check_config(cfg):
             _check_type(f'{key}.{i}', h, HOOKS)
     check_evaluators(cfg, 'val_evaluators')
     check_runtime(cfg)
+    check_visualizer(cfg)
     try:
         parse_loss_scale(to_plain((cfg.get('runtime') or {}).get('loss_scale')))
     except ValueError as e:
@@ -102,6 +103,16 @@ def check_config(cfg):
         check_amp_level((cfg.get('runtime') or {}).get('amp_level', 'auto'))
     except ValueError as e:
         raise ConfigCheckError(str(e)) from None
+
+
+def check_visualizer(cfg):
+    """``visualizer`` names known backends (with 'local'), a positive interval, and 'tensorboard' only
+    where tensorboardX is installed (``engine.visualizer.parse_visualizer_cfg``)."""
+    from .visualizer import parse_visualizer_cfg
+    try:
+        parse_visualizer_cfg(to_plain(cfg.get('visualizer')))
+    except ValueError as e:
+        raise ConfigCheckError(f"{getattr(cfg, 'filename', None) or 'config'}: {e}") from None
 
 
 def check_runtime(cfg):
@@ -121,7 +132,7 @@ def check_runtime(cfg):
 _NUM = (int, float)
 TOP_LEVEL_KEYS = ('model', 'train_dataloader', 'optimizer', 'lr_schedule', 'train_cfg', 'test_cfg', 'runtime',
                   'val_evaluators', 'test_evaluators', 'hooks', 'custom_hooks', 'custom_imports', 'work_dir',
-                  'data_root', 'resume', 'load_from', 'allow_unknown_keys')
+                  'data_root', 'resume', 'load_from', 'allow_unknown_keys', 'visualizer')
 SECTION_KEYS = {
     'runtime': dict(device_target=None, mode=None, seed=(int, None), log_interval=int, checkpoint_interval=int,
                     max_keep_ckpts=int, eval_interval=(_NUM, None), amp_level=None, loss_scale=None,
@@ -131,7 +142,8 @@ SECTION_KEYS = {
     'train_cfg': dict(max_epochs=None, max_iters=(int, None), final_eval=bool, raw_pixel_floor=bool),
     'test_cfg': dict(targets=(list, tuple, None), data_root=(str, None), batch_size=(int, None),
                      flip=(bool, None), nfolds=(int, None), out=(str, None), roc=bool,
-                     backend=(str, None)),
+                     backend=(str, None), report=(str, bool, None)),
+    'visualizer': dict(backends=(list, tuple), interval=int, plot=bool),
     'train_dataloader': dict(dataset=None, batch_size=None, num_workers=int, shuffle=bool, drop_remainder=bool,
                              seed=(int, None), python_multiprocessing=bool, native_transforms=bool,
                              num_images=(int, None)),

@@ -9,17 +9,16 @@ in ``state_dict()``; every training checkpoint stores it and a resume hands it b
 ``load_state_dict()`` before ``before_run``, so a resumed run decides as the uninterrupted one.
 """
 import datetime
-import json
 import os
 import os.path as osp
-import sys
 import time
 
 from ..registry import HOOKS
 from ..utils.checkpoint import remove_stale_temp_files
+from ..utils.progress import progress_bar
 from . import checkpoint as ckpt_io
 
-__all__ = ['Hook', 'LoggerHook', 'CheckpointHook', 'EvalHook', 'build_hooks']
+__all__ = ['Hook', 'LoggerHook', 'CheckpointHook', 'EvalHook', 'PlotCurvesHook', 'build_hooks']
 
 
 class Hook:
@@ -66,11 +65,12 @@ class LoggerHook(Hook):
 
     A line: epoch, iteration, lr, mean loss since the last line, samples/sec over all ranks,
     mean data time and step time per iteration (s), ETA, loss scale and skipped (overflow) steps.
-    On a TTY a tqdm progress bar runs under the lines.
+    A tqdm progress bar with ETA runs under the lines when stderr is a terminal and not under CI
+    (``utils.progress``).
 
     Args:
         interval: iterations between lines.
-        progress_bar: show a bar when stdout is a TTY.
+        progress_bar: allow the bar (it is drawn only where ``utils.progress`` allows).
     """
     priority = 10
 
@@ -91,9 +91,8 @@ class LoggerHook(Hook):
         self._reset()
         self._start_iter = runner.iter
         self._run_t0 = time.perf_counter()
-        if self.progress_bar and runner.rank == 0 and sys.stdout.isatty():
-            from tqdm import tqdm
-            self._bar = tqdm(total=runner.max_iters, initial=runner.iter, dynamic_ncols=True, leave=False)
+        if self.progress_bar and runner.rank == 0:
+            self._bar = progress_bar(total=runner.max_iters, initial=runner.iter, desc='train', leave=False)
 
     def after_train_iter(self, runner):
         rec = runner.last
@@ -219,11 +218,11 @@ class CheckpointHook(Hook):
 class EvalHook(Hook):
     """Run the configured evaluators during training and once more at its end (rank 0).
 
-    After each evaluation one JSON line ``{"epoch", "iter", "<name>": {scalar metrics}}`` is
-    appended to ``work_dir/metrics.jsonl``; when an evaluator's primary metric improves,
-    ``best_<name>.ckpt`` is written (full state, like a periodic checkpoint). At the end of training
-    (``after_run``, after the last checkpoint is saved) every evaluator's table is printed and
-    ``work_dir/eval_results.json`` written.
+    After each evaluation one record ``{"mode": "val", "epoch", "iter", "primary_metric", "<name>":
+    {scalar metrics}}`` goes to ``work_dir/metrics.jsonl`` (and TensorBoard, ``engine.visualizer``);
+    when an evaluator's primary metric improves, ``best_<name>.ckpt`` is written (full state, like a
+    periodic checkpoint). At the end of training (``after_run``, after the last checkpoint is saved)
+    every evaluator's table is printed and ``work_dir/eval_results.json`` written.
 
     Args:
         interval: epochs (``by_epoch``) or iterations between evaluations (0: only at the end).
@@ -321,10 +320,41 @@ class EvalHook(Hook):
         runner.log(f'results written to {path}')
 
 
-def append_metrics_line(path, record):
-    """Append one JSON object as a line to ``path`` (metrics.jsonl)."""
-    with open(path, 'a', encoding='utf-8') as f:
-        f.write(json.dumps(record, sort_keys=True) + '\n')
+@HOOKS.register_module()
+class PlotCurvesHook(Hook):
+    """Draw ``work_dir/<filename>`` from ``metrics.jsonl`` when training ends (rank 0).
+
+    Loss, learning rate, gradient norm and each evaluation metric against iteration
+    (``facekit.visualization.curves.plot_curves``). Its priority puts it after ``EvalHook``, so the
+    final evaluation is on the picture; it also runs when a diverged run stops. A failure to draw
+    is logged with its reason and does not fail the finished run.
+
+    Args:
+        filename: the PNG's name in the work dir.
+        metrics: evaluation summary keys to draw; None = each target's primary metric.
+    """
+    priority = 90
+
+    def __init__(self, filename='curves.png', metrics=None):
+        self.filename = filename
+        self.metrics = None if metrics is None else list(metrics)
+
+    def after_run(self, runner):
+        if runner.rank != 0:
+            return
+        from ..visualization.curves import plot_curves
+        vis = runner.get_visualizer()
+        vis.flush()
+        path = osp.join(runner.work_dir, self.filename)
+        if not osp.isfile(vis.path):
+            runner.log(f'curves not drawn: {vis.path} does not exist')
+            return
+        try:
+            plot_curves(vis.path, path, metrics=self.metrics)
+        except (ValueError, OSError) as e:
+            runner.log(f'curves not drawn ({path}): {e}')
+            return
+        runner.log(f'curves written to {path}')
 
 
 def build_hooks(cfgs):

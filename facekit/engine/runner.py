@@ -24,10 +24,11 @@ from . import checkpoint as ckpt_io
 from . import dist
 from .amp import DEFAULT_AMP_LEVEL, apply_amp, parse_loss_scale, resolve_precision
 from .config_check import ConfigCheckError, check_config, check_evaluators, check_keys, check_model, check_runtime
-from .hooks import append_metrics_line, build_hooks
+from .hooks import build_hooks
 from .logger import RunLogger
 from .lr_schedules import build_lr_schedule
 from .optim import build_optimizer, check_accumulative_counts, split_accumulative_counts
+from .visualizer import Visualizer, parse_visualizer_cfg
 
 __all__ = ['Runner', 'NonFiniteLossError', 'default_hooks', 'build_train_dataloader', 'resolved_precision']
 
@@ -80,12 +81,14 @@ class Runner:
             ``iter // k`` (so build it over optimizer steps); each epoch trains the first
             ``len(train_dataloader) // k * k`` batches and passes over the rest; ``max_iters`` must
             be a multiple of k.
+        visualizer: the scalar record's settings (``engine.visualizer``), e.g.
+            ``dict(backends=['local', 'tensorboard'])``; default ``cfg.visualizer``, else metrics.jsonl only.
     """
 
     def __init__(self, model=None, train_dataloader=None, optimizer=None, lr_schedule=None, max_epochs=None,
                  work_dir=None, hooks=(), evaluators=(), mode='graph', loss_scale=None, clip_grad_norm=None,
                  clip_prefixes=('backbone.',), nan_patience=5, batch_size=None, seed=None, cfg=None,
-                 max_iters=None, resume=None, load_from=None, accumulative_counts=1):
+                 max_iters=None, resume=None, load_from=None, accumulative_counts=1, visualizer=None):
         if work_dir is None:
             raise ValueError('Runner needs a work_dir (Runner.from_cfg defaults it to work_dirs/<config name>)')
         self.work_dir = osp.abspath(str(work_dir))
@@ -110,6 +113,8 @@ class Runner:
         self.history = []           # (iter, lr, loss) of every step, for tests and plots
         self.eval_results = {}
         self._embed_fn = None
+        self.visualizer_cfg = visualizer
+        self.visualizer = None      # engine.visualizer.Visualizer: metrics.jsonl (+ TensorBoard), built at train()
         os.makedirs(self.work_dir, exist_ok=True)
         self.logger = RunLogger(self.work_dir, enabled=self.rank == 0)
         if model is not None:
@@ -273,7 +278,19 @@ class Runner:
         self.logger.info(msg)
 
     def close(self):
+        if self.visualizer is not None:
+            self.visualizer.close()
         self.logger.close()
+
+    def get_visualizer(self):
+        """The run's ``Visualizer`` (built on first use from ``visualizer=`` or ``cfg.visualizer``)."""
+        if self.visualizer is None:
+            cfg = self.visualizer_cfg
+            if cfg is None and self.cfg is not None:
+                cfg = to_plain(self.cfg.get('visualizer'))
+            self.visualizer = Visualizer(self.work_dir, **parse_visualizer_cfg(cfg), enabled=self.rank == 0,
+                                         log=self.log)
+        return self.visualizer
 
     # --- checkpoints (engine.checkpoint holds the format) ----------------------------------------
     def save_checkpoint(self, path):
@@ -298,7 +315,7 @@ class Runner:
 
     # --- evaluation ---------------------------------------------------------------------------
     def evaluate(self):
-        """Run every evaluator on the model in inference mode; append a line to ``metrics.jsonl``.
+        """Run every evaluator on the model in inference mode; record it (``metrics.jsonl``, TensorBoard).
 
         Returns ``{evaluator name: result dict}``.
         """
@@ -317,9 +334,9 @@ class Runner:
             self.model.set_train(True)
         self.last_eval_iter = self.iter
         self.eval_results = results
-        record = {'epoch': self.epoch, 'iter': self.iter}
-        record.update({ev.name: ev.summary(results[ev.name]) for ev in self.evaluators})
-        append_metrics_line(osp.join(self.work_dir, 'metrics.jsonl'), record)
+        self.get_visualizer().add_eval(self.iter, self.epoch,
+                                       {ev.name: ev.summary(results[ev.name]) for ev in self.evaluators},
+                                       {ev.name: ev.primary_key(results[ev.name]) for ev in self.evaluators})
         self.log(f'eval at iter {self.iter}: ' + ', '.join(ev.headline(results[ev.name]) for ev in self.evaluators))
         return results
 
@@ -328,8 +345,10 @@ class Runner:
 
         ``cfg.test_cfg`` may hold ``targets`` (list of .bin names or ``ijbb``/``ijbc``), ``data_root``,
         ``batch_size``, ``flip``, ``nfolds`` (overrides for every evaluator), ``out`` (JSON path, default
-        ``<work_dir>/eval_<checkpoint name>.json``), ``roc`` (ROC PNGs in work_dir) and ``backend``
-        ('mindspore' default, or 'onnxruntime': see ``apis.onnx_serving.build_embed_model``). Returns
+        ``<work_dir>/eval_<checkpoint name>.json``), ``roc`` (ROC PNGs in work_dir), ``report`` (the
+        report folder, ``evaluation.report_files``; default ``<work_dir>/report_<checkpoint name>``, False:
+        none) and ``backend`` ('mindspore' default, or 'onnxruntime': see
+        ``apis.onnx_serving.build_embed_model``). Returns
         ``{name: result}``; empty when no target could be found (each missing one is logged with the
         paths searched).
         """
@@ -362,13 +381,21 @@ class Runner:
             out = test_cfg.get('out') or osp.join(
                 self.work_dir, f'eval_{osp.splitext(osp.basename(str(self.load_from)))[0]}.json')
             payload = dict(config=cfg.filename, checkpoint=osp.abspath(str(self.load_from)),
-                           missing={name: searched for name, searched in missing}, results=results)
+                           missing={name: searched for name, searched in missing},
+                           results={name: reporting.without_samples(r) for name, r in results.items()})
             self.log(f'results written to {reporting.write_json(payload, out)}')
             if test_cfg.get('roc'):
                 for ev in evaluators:
                     png = ev.plot(results[ev.name], osp.join(self.work_dir, f'roc_{ev.name}.png'))
                     if png:
                         self.log(f'ROC written to {png}')
+            if test_cfg.get('report') is not False:
+                from ..evaluation.report_files import write_report
+                folder = test_cfg.get('report') or osp.join(
+                    self.work_dir, f'report_{osp.splitext(osp.basename(str(self.load_from)))[0]}')
+                written = write_report(evaluators, results, folder, checkpoint=payload['checkpoint'],
+                                       config=cfg.filename)
+                self.log(f'report written to {folder}: ' + ', '.join(osp.basename(p) for p in written))
         dist.barrier()
         return results
 
@@ -382,6 +409,7 @@ class Runner:
         self.logger.attach('train.log')
         if self.model is None:
             self._build_from_cfg()
+        resumed = False
         if self.resume_from:
             path = (ckpt_io.find_latest_checkpoint(self.work_dir) if self.resume_from == 'auto'
                     else self.resume_from)
@@ -389,9 +417,11 @@ class Runner:
                 self.log(f'resume auto: no checkpoint in {self.work_dir}; starting from scratch')
             else:
                 self.resume(path)
+                resumed = True
         elif self.load_from:
             self.load_checkpoint(self.load_from)
         self.resume_from = self.load_from = None
+        self.get_visualizer().start(self.iter, resumed)
         if self.cfg is not None and self.rank == 0:
             self.cfg.dump(osp.join(self.work_dir, osp.basename(self.cfg.filename or 'config.py')))
 
@@ -469,8 +499,13 @@ class Runner:
                 self.iter += 1
                 self.last = dict(iter=self.iter, lr=lr, loss=loss, finite_loss=finite_loss, grads_finite=finite,
                                  healthy=healthy, optimizer_step=applied, data_time=data_time, step_time=step_time,
-                                 loss_scale=float(self.train_step.loss_scale.asnumpy()))
+                                 loss_scale=float(self.train_step.loss_scale.asnumpy()),
+                                 grad_norm=float(self.train_step.grad_norm.asnumpy()))
                 self.history.append((self.iter, lr, loss))
+                # recorded before the divergence check, so a diverged run's last step is on its record
+                self.visualizer.add_train(self.iter, epoch + (self.iter == (epoch + 1) * self.iters_per_epoch),
+                                          dict(self.last, skipped_steps=self.skipped_steps), self.samples_per_iter,
+                                          last=self.iter == self.max_iters)
                 if finite_loss:
                     self._last_finite = (self.iter, loss)
                 if applied and healthy:
@@ -492,6 +527,7 @@ class Runner:
                                    f'but len() promised {self.batches_per_epoch}')
         self.log(f'training finished in {time.time() - t_start:.1f} s ({self.iter} iterations)')
         self.call_hooks('after_run')
+        self.visualizer.close()
         dist.barrier()
         return self.history
 
@@ -519,11 +555,13 @@ class Runner:
         msg = ' '.join(msg.split())     # one line
         self.log(msg)
         self.call_hooks('after_run')
+        self.visualizer.close()
         raise NonFiniteLossError(msg)
 
 
 def default_hooks(cfg):
-    """``cfg.hooks`` when given; else logger/checkpoint/eval hooks from ``runtime`` plus ``custom_hooks``."""
+    """``cfg.hooks`` when given; else logger/checkpoint/eval hooks from ``runtime``, ``PlotCurvesHook`` when
+    ``visualizer.plot`` (default), plus ``custom_hooks``."""
     if cfg.get('hooks') is not None:
         return to_plain(cfg.hooks)
     runtime = cfg.get('runtime') or {}
@@ -535,6 +573,8 @@ def default_hooks(cfg):
         hooks.append(dict(type='EvalHook', interval=runtime.get('eval_interval', 1),
                           final_eval=train_cfg.get('final_eval', True),
                           raw_pixel_floor=train_cfg.get('raw_pixel_floor', False)))
+    if parse_visualizer_cfg(to_plain(cfg.get('visualizer')))['plot']:
+        hooks.append(dict(type='PlotCurvesHook'))
     return hooks + (to_plain(cfg.get('custom_hooks')) or [])
 
 

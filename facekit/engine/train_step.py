@@ -25,14 +25,20 @@ from mindspore.amp import all_finite
 
 __all__ = ['TrainStep']
 
-_sq_masked = ops.MultitypeFuncGraph('sq_masked')
+_sq = ops.MultitypeFuncGraph('sq')
+_masked = ops.MultitypeFuncGraph('masked')
 _clip_masked = ops.MultitypeFuncGraph('clip_masked')
 _scale_grad = ops.MultitypeFuncGraph('scale_grad')
 
 
-@_sq_masked.register('Tensor', 'Tensor')
-def _sq_masked_fn(grad, mask):
-    return ops.reduce_sum(ops.square(grad.astype(ms.float32))) * mask
+@_sq.register('Tensor')
+def _sq_fn(grad):
+    return ops.reduce_sum(ops.square(grad.astype(ms.float32)))
+
+
+@_masked.register('Tensor', 'Tensor')
+def _masked_fn(value, mask):
+    return value * mask
 
 
 @_clip_masked.register('Tensor', 'Tensor', 'Tensor')
@@ -164,6 +170,7 @@ class TrainStep(nn.Cell):
         grad_reducer: cell averaging gradients across ranks (data parallel), or None.
         accumulative_counts: micro-batches per optimizer step (k); k > 1 adds the accumulation
             buffers and the ``accumulator`` graph (see the module docstring).
+        track_grad_norm: compute ``self.grad_norm`` (see below); False leaves it 0.
 
     ``construct(img, label, lr)`` (``lr`` a float32 scalar Tensor: the schedule's base lr for this
     step, written into every parameter group's lr times its multiplier inside the graph; a
@@ -172,7 +179,10 @@ class TrainStep(nn.Cell):
     healthy (bool scalar: loss, gradients and forward-updated state all finite; when False the
     update was skipped, the forward-updated state restored and a dynamic scale divided by its
     factor). The current scale is ``self.loss_scale``. ``self.state_names`` lists the restored
-    parameters (the model's non-trainable ones).
+    parameters (the model's non-trainable ones). ``self.grad_norm`` holds the last optimizer step's global L2
+    norm of all gradients (every optimized parameter, after the all-reduce, unscaling and averaging over the
+    micro-batches, before clipping; inf/NaN on an unhealthy step): one square-sum per gradient, shared with
+    clipping, read by the runner for its record.
 
     ``step(img, label, lr)`` runs one micro-batch through the right graph and returns
     ``(loss, healthy, applied)``; ``applied`` is True when it ended an optimizer step (always for
@@ -180,7 +190,7 @@ class TrainStep(nn.Cell):
     """
 
     def __init__(self, model, optimizer, loss_scale, clip_grad_norm=None, clip_prefixes=('backbone.',),
-                 grad_reducer=None, accumulative_counts=1):
+                 grad_reducer=None, accumulative_counts=1, track_grad_norm=True):
         super().__init__(auto_prefix=False)
         self.model = model
         self.optimizer = optimizer
@@ -197,6 +207,8 @@ class TrainStep(nn.Cell):
                                        requires_grad=False)
         self.clean_steps = ms.Parameter(ms.Tensor(np.int32(0)), name='loss_scale_clean_steps',
                                         requires_grad=False)
+        self.grad_norm = ms.Parameter(ms.Tensor(np.float32(0)), name='train_step.grad_norm', requires_grad=False)
+        self.track_grad_norm = bool(track_grad_norm)
         self.use_clip = clip_grad_norm is not None and clip_grad_norm > 0
         self.clip_value = ms.Tensor(np.float32(clip_grad_norm if self.use_clip else 1.0))
         prefixes = tuple(clip_prefixes or ())
@@ -294,6 +306,8 @@ class TrainStep(nn.Cell):
 
     def _update(self, loss, grads, finite, scale):
         """The step's end, shared by both paths: ranks agree on health, state restore, clipping, update, scale."""
+        # squared norm of each gradient, once: the global norm for the record and the clipped norm share it
+        sq = self.hyper_map(_sq, grads) if self.track_grad_norm or self.use_clip else ()
         if self.use_reducer:
             unhealthy_ranks = self.sum_ranks(ops.reshape(1.0 - finite.astype(ms.float32), (1,)))
             finite = unhealthy_ranks.sum() < 0.5
@@ -301,12 +315,13 @@ class TrainStep(nn.Cell):
             loss = ops.depend(loss, self.hyper_map(ops.partial(_restore, finite), self.state_params,
                                                    self.state_backup))
         if self.use_clip:
-            sq = self.hyper_map(_sq_masked, grads, self.clip_masks)
-            norm = ops.sqrt(ops.addn(sq))
+            norm = ops.sqrt(ops.addn(self.hyper_map(_masked, sq, self.clip_masks)))
             factor = self.clip_value / ops.maximum(norm, self.clip_value)
             grads = self.hyper_map(ops.partial(_clip_masked, factor), grads, self.clip_masks)
         if finite:
             loss = ops.depend(loss, self.optimizer(grads))
+        if self.track_grad_norm:
+            loss = ops.depend(loss, ops.assign(self.grad_norm, ops.sqrt(ops.addn(sq))))
         if self.dynamic:
             loss = ops.depend(loss, self._update_scale(finite, scale))
         return loss, finite

@@ -135,6 +135,23 @@ class BaseEvaluator:
         """Write a figure of ``result`` (e.g. its ROC) to ``path`` and return the path; None: no figure."""
         return None
 
+    # --- what the test report draws (evaluation.report_files); None: this evaluator has no such data
+    def roc(self, result):
+        """``(fpr, tpr)`` arrays of the ROC in ``result`` for the report's all-targets ROC figure, or None."""
+        return None
+
+    def score_distribution(self, result):
+        """The pair scores behind ``result`` for the report's histogram, or None.
+
+        Returns ``dict(genuine=(G,) scores, impostor=(I,) scores, threshold=float, xlabel=str,
+        rule=str, threshold_range=(low, high) or None)``; ``rule`` says how the threshold decides.
+        """
+        return None
+
+    def embedding_norms(self, result):
+        """(M,) L2 norms of the raw embeddings behind ``result`` (the report's XNorm figure), or None."""
+        return None
+
     def kind_title(self):
         """Title of this evaluator's table (``report`` groups evaluators by class and this title)."""
         return type(self).table_title or type(self).__name__

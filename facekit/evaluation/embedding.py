@@ -207,12 +207,15 @@ def embed_images(num_images, get_image, embed_fn, batch_size=64, flip=True, dist
     """
     if int(num_images) < 1:
         raise ValueError(f'nothing to embed: num_images={num_images}')
+    from ..utils.progress import progress_bar
     dist = dist or DistInfo()
     plan = batch_plan(num_images, batch_size)
+    mine = [b for k, b in enumerate(plan) if k % dist.world_size == dist.rank]
+    # a bar on rank 0 only (its share of the batches), where utils.progress allows one
+    bar = progress_bar(total=sum(stop - keep_from for _, stop, keep_from in mine), desc=f'embedding {source}',
+                       unit='img', enabled=dist.rank == 0, leave=False)
     raw = raw_flip = None
-    for k, (start, stop, keep_from) in enumerate(plan):
-        if k % dist.world_size != dist.rank:
-            continue
+    for start, stop, keep_from in mine:
         images = np.stack([get_image(i) for i in range(start, stop)])
         keep = slice(keep_from - start, stop - start)
         out = embed_fn(to_model_input(images))
@@ -222,6 +225,8 @@ def embed_images(num_images, get_image, embed_fn, batch_size=64, flip=True, dist
         raw[keep_from:stop] = out[keep]
         if flip:
             raw_flip[keep_from:stop] = embed_fn(to_model_input(images, flip=True))[keep]
+        bar.update(stop - keep_from)
+    bar.close()
     if dist.world_size > 1:
         raw, raw_flip = _gather(raw, raw_flip, flip, dist, num_images)
     check_finite_embeddings(raw, source)

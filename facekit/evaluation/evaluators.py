@@ -12,11 +12,20 @@ import numpy as np
 from ..registry import DATASETS, EVALUATORS
 from .base import BaseEvaluator, scalar_summary
 from .embedding import as_embed_fn, decode_image, embed_images, flip_sum, inference_mode
-from .reporting import ascii_table, format_mean_std, format_value, plot_roc
+from .reporting import SAMPLES_KEY, ascii_table, format_mean_std, format_value, plot_roc
 from .tar_far import DEFAULT_FARS, NOT_AVAILABLE, aggregate_templates, roc_curve, tar_at_far, template_pair_scores
-from .verification import equal_error_rate, l2_normalize, roc_auc, verification_metrics
+from .verification import equal_error_rate, l2_normalize, pair_distances, roc_auc, verification_metrics
 
-__all__ = ['VerificationEvaluator', 'TarFarEvaluator', 'xnorm', 'tar_key']
+__all__ = ['VerificationEvaluator', 'TarFarEvaluator', 'xnorm', 'embedding_norms', 'tar_key']
+
+
+def embedding_norms(raw, raw_flip=None):
+    """L2 norms of the raw (un-normalized) embeddings, float64: (N,), or (2N,) with the mirrored
+    images' embeddings after the originals' (each taken separately, not flip-summed)."""
+    norms = [np.linalg.norm(raw.astype(np.float64), axis=1)]
+    if raw_flip is not None:
+        norms.append(np.linalg.norm(raw_flip.astype(np.float64), axis=1))
+    return np.concatenate(norms)
 
 
 def xnorm(raw, raw_flip=None):
@@ -25,10 +34,7 @@ def xnorm(raw, raw_flip=None):
     As in insightface, the mean runs over the original images' embeddings and, with flip test,
     the mirrored images' embeddings too (2N vectors), each taken separately, not flip-summed.
     """
-    norms = [np.linalg.norm(raw.astype(np.float64), axis=1)]
-    if raw_flip is not None:
-        norms.append(np.linalg.norm(raw_flip.astype(np.float64), axis=1))
-    return float(np.mean(np.concatenate(norms)))
+    return float(np.mean(embedding_norms(raw, raw_flip)))
 
 
 @EVALUATORS.register_module()
@@ -125,7 +131,12 @@ class VerificationEvaluator(BaseEvaluator):
         else:
             result['accuracy_noflip'] = result['accuracy']
             result['accuracy_noflip_std'] = result['accuracy_std']
-        result['xnorm'] = xnorm(raw, raw_flip)
+        norms = embedding_norms(raw, raw_flip)
+        result['xnorm'] = float(np.mean(norms))
+        # per-pair and per-image arrays for the report's figures (reporting.SAMPLES_KEY; left out
+        # of summaries, tables and result JSON)
+        result[SAMPLES_KEY] = dict(distances=pair_distances(emb[0::2], emb[1::2]),
+                                   issame=np.asarray(issame, dtype=bool), norms=norms)
         return result
 
     def evaluate(self, model_or_fn, dist=None):
@@ -156,6 +167,29 @@ class VerificationEvaluator(BaseEvaluator):
     def plot(self, result, path):
         """The fold-averaged ROC (held-out folds, 400 thresholds) as a PNG; returns ``path``."""
         return plot_roc({self.name: (result['fpr'], result['tpr'])}, path, title=self.name)
+
+    def roc(self, result):
+        """The fold-averaged ROC on the threshold grid."""
+        return result['fpr'], result['tpr']
+
+    def score_distribution(self, result):
+        """Squared distances of the pairs' flip-summed normalized embeddings; the threshold is the
+        mean of the per-fold thresholds (``best_threshold``), their spread shaded."""
+        samples = result.get(SAMPLES_KEY)
+        if samples is None:
+            return None
+        dist, same = np.asarray(samples['distances']), np.asarray(samples['issame'], dtype=bool)
+        folds = result.get('fold_thresholds') or [result['best_threshold']]
+        kind = 'flip-summed, L2-normalized' if result['flip'] else 'L2-normalized'
+        return dict(genuine=dist[same], impostor=dist[~same], threshold=float(result['best_threshold']),
+                    threshold_range=(float(min(folds)), float(max(folds))),
+                    xlabel=f'squared L2 distance of the pair\'s {kind} embeddings\n(0 = same direction, 4 = opposite)',
+                    rule=f"mean of {len(folds)} fold thresholds; 'same' below")
+
+    def embedding_norms(self, result):
+        """Norms of the raw embeddings of every image (and mirror): their mean is ``xnorm``."""
+        samples = result.get(SAMPLES_KEY)
+        return None if samples is None else np.asarray(samples['norms'])
 
     @classmethod
     def table(cls, results, title=None):
@@ -353,6 +387,10 @@ class TarFarEvaluator(BaseEvaluator):
     def plot(self, result, path):
         """The ROC of all pair scores (thinned to ``roc_points``) as a PNG; returns ``path``."""
         return plot_roc({self.name: (result['fpr'], result['tpr'])}, path, title=self.name)
+
+    def roc(self, result):
+        """The ROC of all pair scores, thinned to ``roc_points``."""
+        return result['fpr'], result['tpr']
 
     @classmethod
     def table(cls, results, title=None):

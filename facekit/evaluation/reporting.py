@@ -10,10 +10,13 @@ import os.path as osp
 import numpy as np
 
 __all__ = ['format_mean_std', 'format_value', 'ascii_table', 'report', 'to_jsonable', 'write_json', 'plot_roc',
-           'summary_only']
+           'summary_only', 'without_samples', 'SAMPLES_KEY']
 
 # keys holding per-threshold curves: kept in memory and for plots, left out of tables
 CURVE_KEYS = ('tpr', 'fpr', 'thresholds')
+# key of a result's per-pair / per-image arrays (VerificationEvaluator: distances, issame, norms):
+# kept in memory for the report's figures, left out of tables and result JSON
+SAMPLES_KEY = 'samples'
 
 
 def format_mean_std(mean, std, digits=5):
@@ -82,8 +85,13 @@ def to_jsonable(obj):
 
 
 def summary_only(result):
-    """A result dict without its per-threshold curves (for logs and compact JSON)."""
-    return {k: v for k, v in result.items() if k not in CURVE_KEYS}
+    """A result dict without its per-threshold curves and per-sample arrays (for logs and compact JSON)."""
+    return {k: v for k, v in result.items() if k not in CURVE_KEYS and k != SAMPLES_KEY}
+
+
+def without_samples(result):
+    """A result dict without its per-sample arrays (``SAMPLES_KEY``), e.g. before writing it as JSON."""
+    return {k: v for k, v in result.items() if k != SAMPLES_KEY}
 
 
 def write_json(results, path):

@@ -48,7 +48,8 @@ def test_resume_mid_epoch_matches_uninterrupted_run(tmp_path):
                     hooks=[dict(type='CheckpointHook', interval=4, by_epoch=False, max_keep_ckpts=2)])
     first.train()
     first.close()
-    assert sorted(os.listdir(tmp_path / 'cut')) == ['iter_12.ckpt', 'iter_8.ckpt', 'last_checkpoint', 'train.log']
+    assert sorted(os.listdir(tmp_path / 'cut')) == ['iter_12.ckpt', 'iter_8.ckpt', 'last_checkpoint', 'metrics.jsonl',
+                                                    'train.log']
     ckpt = find_latest_checkpoint(str(tmp_path / 'cut'))
     assert osp.basename(ckpt) == 'iter_12.ckpt'
 
@@ -156,6 +157,8 @@ def test_eval_hook_keeps_best_and_writes_metrics_lines(tmp_path):
     r.train()
     r.close()
     records = [json.loads(ln) for ln in open(tmp_path / 'metrics.jsonl')]
+    assert [rec['iter'] for rec in records if rec['mode'] == 'train'] == list(range(1, 25))
+    records = [rec for rec in records if rec['mode'] == 'val']
     assert [rec['iter'] for rec in records] == [8, 16, 24]
     assert [rec['fake']['accuracy'] for rec in records] == [0.5, 0.7, 0.6]
     assert all(rec['fake']['accuracy_std'] == 0.01 for rec in records)

@@ -42,6 +42,9 @@ def test_demo_config_reduced_trains_evaluates_and_reports_the_floor(tmp_path):
     dumped = Config.fromfile(str(tmp_path / 'vit_synthetic_cpu.py')).runtime
     assert dumped.amp_level == 'auto' and dumped.precision_resolved.amp_level == 'O0'
     assert dumped.precision_resolved.loss_scale is None
+    # the main job's record: curves.png and TensorBoard event files (the config enables that backend)
+    assert osp.getsize(tmp_path / 'curves.png') > 5000
+    assert any(n.startswith('events.out.tfevents') for n in os.listdir(tmp_path / 'tensorboard'))
 
 
 @pytest.mark.parametrize('opts, message', [

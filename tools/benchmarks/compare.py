@@ -40,8 +40,9 @@ def import_torch(threads=TORCH_THREADS):
 
 def interleave(fns, rounds):
     """Call each of ``fns`` ({name: fn}) once per round, in order, ``rounds`` times; {name: [seconds]}."""
+    from facekit.utils.progress import progress_bar
     times = {name: [] for name in fns}
-    for _ in range(rounds):
+    for _ in progress_bar(range(rounds), desc='interleaved rounds', unit='round', leave=False):
         for name, fn in fns.items():
             start = time.perf_counter()
             fn()

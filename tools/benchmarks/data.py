@@ -50,7 +50,8 @@ def make_rec(out_dir, num_images, num_classes):
     ds = SyntheticIdentities(num_classes, per, seed=0)
 
     def samples():
-        for i in range(num_images):
+        from facekit.utils.progress import progress_bar
+        for i in progress_bar(range(num_images), desc='generating records', unit='img', leave=False):
             ok, buf = cv2.imencode('.jpg', cv2.cvtColor(ds.get_image(i), cv2.COLOR_RGB2BGR),
                                    [cv2.IMWRITE_JPEG_QUALITY, 95])
             yield ds.get_label(i), buf.tobytes()
@@ -59,12 +60,14 @@ def make_rec(out_dir, num_images, num_classes):
 
 def time_loader(loader, epochs):
     """(first-pass images/s, steady images/s, images per pass)."""
+    from facekit.utils.progress import progress_bar
     rates = []
     n = 0
-    for _ in range(epochs):
+    for epoch in range(epochs):
         n = 0
         t = time.perf_counter()
-        for img, label in loader:
+        for img, label in progress_bar(loader, total=len(loader), desc=f'pass {epoch + 1}/{epochs}', unit='batch',
+                                       leave=False):
             n += len(label)
         rates.append(n / (time.perf_counter() - t))
     steady = float(np.mean(rates[1:])) if len(rates) > 1 else rates[0]

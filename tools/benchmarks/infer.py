@@ -44,9 +44,10 @@ def parse_args(argv=None):
 
 
 def _timed(fn, iters):
+    from facekit.utils.progress import progress_bar
     fn()  # warm-up: compilation / allocation
     times = []
-    for _ in range(iters):
+    for _ in progress_bar(range(iters), desc='timed batches', unit='batch', leave=False):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)

@@ -59,15 +59,20 @@ def parse_args(argv):
 
 
 def _time(fn, steps, warmup):
+    from facekit.utils.progress import progress_bar
+    bar = progress_bar(total=warmup + steps, desc='steps (first: compilation)', unit='step', leave=False)
     t0 = time.perf_counter()
     for _ in range(warmup):
         fn()
+        bar.update()
     first = time.perf_counter() - t0
     times = []
     for _ in range(steps):
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
+        bar.update()
+    bar.close()
     times.sort()
     return first, times[len(times) // 2], sum(times) / len(times)
 
@@ -259,10 +264,15 @@ def main(argv=None):
             child += ['--compare', args.compare]
         if args.profile:
             child += ['--profile', osp.abspath(args.profile)]
-        proc = subprocess.run(child, capture_output=True, text=True, env=dict(os.environ))
+        # on a terminal the child's stderr (its progress bars) goes straight to it; otherwise it is kept
+        # for the failure message
+        from facekit.utils.progress import progress_enabled
+        proc = subprocess.run(child, stdout=subprocess.PIPE, stderr=None if progress_enabled() else subprocess.PIPE,
+                              text=True, env=dict(os.environ))
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith('RESULT ')]
         if proc.returncode != 0 or not lines:
-            print(f'benchmark of {name or args.config} failed:\n{proc.stderr[-3000:]}', file=sys.stderr)
+            detail = proc.stderr[-3000:] if proc.stderr is not None else '(its error output is above)'
+            print(f'benchmark of {name or args.config} failed:\n{detail}', file=sys.stderr)
             return 1
         r = json.loads(lines[-1][len('RESULT '):])
         rows.append(r)

@@ -30,7 +30,8 @@ def parse_args(argv=None):
     p.add_argument('--reencode', action='store_true', help='decode and re-encode even matching JPEGs')
     p.add_argument('--quality', type=int, default=95, help='JPEG quality when encoding')
     p.add_argument('--strict', action='store_true', help='stop at the first unreadable image')
-    p.add_argument('--no-progress', action='store_true', help='no progress bar')
+    p.add_argument('--no-progress', action='store_true',
+                   help='no progress bar (there is none anyway when stderr is not a terminal or CI=true)')
     return p.parse_args(argv)
 
 
@@ -38,10 +39,10 @@ def convert(root, output, image_size=112, reencode=False, quality=95, strict=Fal
     """Pack the folder; returns a summary dict."""
     import cv2
     import numpy as np
-    from tqdm import tqdm
     from facekit.datasets import ImageFolderDataset
     from facekit.datasets.mx_face import write_mx_face_dataset
     from facekit.datasets.preprocess import decode_image
+    from facekit.utils.progress import progress_bar
 
     folder = ImageFolderDataset(root, on_error='raise')
     # classes.txt holds one folder name per line: a name with a line break would shift every later label
@@ -54,8 +55,8 @@ def convert(root, output, image_size=112, reencode=False, quality=95, strict=Fal
 
     def samples():
         last_old = None
-        for i, (path, old_label) in enumerate(tqdm(folder.samples, desc='folder2rec', unit='img',
-                                                   disable=not progress)):
+        for i, (path, old_label) in enumerate(progress_bar(folder.samples, desc='folder2rec', unit='img',
+                                                           enabled=progress)):
             data = np.fromfile(path, dtype=np.uint8)
             try:
                 rgb = decode_image(data, source=path, index=i)

@@ -29,7 +29,8 @@ def parse_args(argv=None):
     p.add_argument('--output', required=True, help='output folder (must not exist)')
     p.add_argument('--reencode', action='store_true', help='decode and re-encode every image as JPEG')
     p.add_argument('--quality', type=int, default=95, help='JPEG quality when encoding')
-    p.add_argument('--no-progress', action='store_true', help='no progress bar')
+    p.add_argument('--no-progress', action='store_true',
+                   help='no progress bar (there is none anyway when stderr is not a terminal or CI=true)')
     return p.parse_args(argv)
 
 
@@ -50,8 +51,8 @@ def _read_record(ds, i):
 def convert(rec_dir, output, rec_name='train', reencode=False, quality=95, progress=True):
     """Write every image of the record set; returns a summary dict."""
     import cv2
-    from tqdm import tqdm
     from facekit.datasets import MXFaceDataset
+    from facekit.utils.progress import progress_bar
 
     if osp.exists(output):
         raise FileExistsError(f'{output} exists; choose a new --output (nothing was written)')
@@ -64,7 +65,7 @@ def convert(rec_dir, output, rec_name='train', reencode=False, quality=95, progr
     counts = {}
     kept = reencoded = total_bytes = 0
     t0 = time.perf_counter()
-    for i in tqdm(range(len(ds)), desc='rec2jpg', unit='img', disable=not progress):
+    for i in progress_bar(range(len(ds)), desc='rec2jpg', unit='img', enabled=progress):
         buf, label = _read_record(ds, i)
         if reencode or not buf.startswith(JPEG_MAGIC):
             img = ds.get_image(i)

@@ -19,7 +19,8 @@ def parse_args(argv=None):
     p.add_argument('--rec', required=True, help='folder with train.rec / train.idx')
     p.add_argument('--rec-name', default='train', help='file stem of the .rec/.idx pair')
     p.add_argument('--output', required=True, help='output file, *.mindrecord')
-    p.add_argument('--no-progress', action='store_true', help='no progress bar')
+    p.add_argument('--no-progress', action='store_true',
+                   help='no progress bar (there is none anyway when stderr is not a terminal or CI=true)')
     return p.parse_args(argv)
 
 
