@@ -106,6 +106,13 @@ def _zero_fn(acc):
     return ops.assign(acc, ops.zeros_like(acc))
 
 
+def _loss_and_scaled_grads(model, grad, weights, img, label, scale):
+    """``model(img, label)`` and the gradients of ``scale`` times it for ``weights`` (all three graphs of a step)."""
+    loss = model(img, label)
+    sens = ops.fill(loss.dtype, loss.shape, 1.0) * scale.astype(loss.dtype)
+    return loss, grad(model, weights)(img, label, sens)
+
+
 def _health(grads, loss, state_params, guard_state):
     """Loss, gradients and the forward-updated state all finite (bool scalar)."""
     finite = ops.logical_and(all_finite(grads), ops.isfinite(loss).all())
@@ -141,9 +148,7 @@ class _Accumulator(nn.Cell):
             img = ops.depend(img, self.hyper_map(ops.partial(_backup_first, first), self.state_backup,
                                                  self.state_params))
         scale = self.loss_scale
-        loss = self.model(img, label)
-        sens = ops.fill(loss.dtype, loss.shape, 1.0) * scale.astype(loss.dtype)
-        grads = self.grad(self.model, self.weights)(img, label, sens)
+        loss, grads = _loss_and_scaled_grads(self.model, self.grad, self.weights, img, label, scale)
         grads = self.hyper_map(ops.partial(_scale_grad, 1.0 / scale), grads)
         finite = _health(grads, loss, self.state_params, self.guard_state)
         healthy = ops.logical_and(ops.logical_or(first, self.accum_healthy), finite)
@@ -294,9 +299,7 @@ class TrainStep(nn.Cell):
         if self.guard_state:
             img = ops.depend(img, self.hyper_map(_backup, self.state_backup, self.state_params))
         scale = self.loss_scale
-        loss = self.model(img, label)
-        sens = ops.fill(loss.dtype, loss.shape, 1.0) * scale.astype(loss.dtype)
-        grads = self.grad(self.model, self.weights)(img, label, sens)
+        loss, grads = _loss_and_scaled_grads(self.model, self.grad, self.weights, img, label, scale)
         if self.use_reducer:
             grads = self.grad_reducer(grads)
         grads = self.hyper_map(ops.partial(_scale_grad, 1.0 / scale), grads)
@@ -342,9 +345,7 @@ class TrainStep(nn.Cell):
         lr_set = self.hyper_map(ops.partial(_assign_lr, lr), self.lr_params, self.lr_mults)
         img = ops.depend(img, lr_set)
         scale = self.loss_scale
-        loss = self.model(img, label)
-        sens = ops.fill(loss.dtype, loss.shape, 1.0) * scale.astype(loss.dtype)
-        grads = self.grad(self.model, self.weights)(img, label, sens)
+        loss, grads = _loss_and_scaled_grads(self.model, self.grad, self.weights, img, label, scale)
         grads = self.hyper_map(ops.partial(_scale_grad, 1.0 / scale), grads)
         finite_last = _health(grads, loss, self.state_params, self.guard_state)
         grads = self.hyper_map(ops.partial(_average, self.inv_k, finite_last), self.accum_grads, grads)
