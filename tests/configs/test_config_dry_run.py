@@ -124,10 +124,11 @@ def test_config_passes_a_dry_run(path, tmp_path):
         assert row['slots'] == STATE_SLOTS[opt]
         assert report['head_memory_bytes'] == CLASSES * EMB * 4 * (2 + STATE_SLOTS[opt])
     assert report['precision']['amp_level'] == 'O0'                  # 'auto' on CPU
-    assert report['world_size'] == 1 and report['global_batch'] == BATCH
+    accumulative_counts = int(cfg.optimizer.get('accumulative_counts', 1))
+    assert report['world_size'] == 1 and report['global_batch'] == BATCH * accumulative_counts
     # every training config can say how long an epoch is: from its data set, or the documented size
     assert report['num_images'] is not None, report['num_images_source']
     if declared is not None and 'counted' not in report['num_images_source']:
         assert report['num_images'] == declared
-    assert report['steps_per_epoch'] == report['num_images'] // BATCH
+    assert report['steps_per_epoch'] == report['num_images'] // BATCH // accumulative_counts
     assert not os.listdir(tmp_path)           # nothing written
