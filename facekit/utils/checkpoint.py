@@ -8,6 +8,7 @@ A write goes to ``.<name>.tmp-<pid>.ckpt`` in the destination folder (MindSpore 
 writes ``.<name>.tmp-<pid>.tmp`` and renames it), then replaces ``<name>``. A failed write removes
 both temporary files; a killed one leaves them for ``remove_stale_temp_files`` at the next start.
 """
+import contextlib
 import errno
 import os
 import os.path as osp
@@ -68,10 +69,8 @@ def temp_path(path, pid=None):
 
 def _remove_quietly(*paths):
     for p in paths:
-        try:
+        with contextlib.suppress(FileNotFoundError):   # already gone is what we want
             os.remove(p)
-        except FileNotFoundError:
-            pass
 
 
 def _pid_alive(pid):
@@ -100,13 +99,11 @@ def remove_stale_temp_files(folder, started_at):
             continue
         path = osp.join(folder, name)
         pid = int(m.group('pid'))
-        try:
+        with contextlib.suppress(FileNotFoundError):   # another process removed it first: nothing to do
             stale = pid == os.getpid() or not _pid_alive(pid) or osp.getmtime(path) < started_at
             if stale and osp.isfile(path):
                 os.remove(path)
                 removed.append(path)
-        except FileNotFoundError:
-            pass
     return removed
 
 

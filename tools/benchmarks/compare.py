@@ -38,6 +38,18 @@ def import_torch(threads=TORCH_THREADS):
     return torch
 
 
+def compare_problem(backbones):
+    """Why ``--compare torch`` cannot run for ``backbones``: a message for the user, or None when it can."""
+    try:
+        for name in backbones:
+            torch_name(name)
+    except ValueError as e:
+        return str(e)
+    if import_torch() is None:
+        return NO_TORCH
+    return None
+
+
 def interleave(fns, rounds):
     """Call each of ``fns`` ({name: fn}) once per round, in order, ``rounds`` times; {name: [seconds]}."""
     from facekit.utils.progress import progress_bar

@@ -127,16 +127,10 @@ def run_compare(args, x):
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.compare:
-        try:
-            for name in args.backbones:
-                compare.torch_name(name)
-        except ValueError as e:
-            print(e, file=sys.stderr)
-            return 2
-        if compare.import_torch() is None:
-            print(compare.NO_TORCH, file=sys.stderr)
-            return 2
+    problem = compare.compare_problem(args.backbones) if args.compare else None
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
     import numpy as np
     import facekit.models  # noqa: F401
     from facekit.apis.export import export_backbone

@@ -234,14 +234,9 @@ def main(argv=None):
             print('--compare torch times registered backbones (--backbone); it takes neither --config nor '
                   '--breakdown', file=sys.stderr)
             return 2
-        try:
-            for name in args.backbone:
-                compare.torch_name(name)
-        except ValueError as e:
-            print(e, file=sys.stderr)
-            return 2
-        if compare.import_torch() is None:
-            print(compare.NO_TORCH, file=sys.stderr)
+        problem = compare.compare_problem(args.backbone)
+        if problem:
+            print(problem, file=sys.stderr)
             return 2
     if args._child:
         run = run_profile if args.profile else run_compare if args.compare else run_one
